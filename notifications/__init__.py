@@ -1,0 +1,1 @@
+"""Notifications: Jinja2 templates per event and language, their renderer and channels."""

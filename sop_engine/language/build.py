@@ -1,0 +1,429 @@
+"""Stage 4: turn schema-valid SOP data into :mod:`spec` objects, expanding handoffs.
+
+The builder trusts the schema for shapes and types and decides nothing about meaning:
+references, graphs and consent are checked by :mod:`checks` on the objects built here.
+It reads each kind of object only through :data:`KEYS`, which a test keeps equal to the
+published schema, so that the language the engine reads and the one editors are told about
+cannot drift apart.
+
+A state with a ``handoff`` block becomes three states, ``NAME.sent``, ``NAME.acknowledged``
+and ``NAME.accepted``, and five events, ``NAME.acknowledge``, ``NAME.accept``,
+``NAME.decline``, ``NAME.deliver`` and ``NAME.revoke``. A transition into ``NAME`` enters
+``NAME.sent`` and discloses the handoff's dataset under its consent scope; a transition from
+``NAME`` leaves from any of its stages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Any
+
+from sop_engine.language.source import DataPath, SourceDocument
+from sop_engine.language.spec import (
+    HANDOFF_STAGES,
+    AgencySlot,
+    ConsentScope,
+    DataCategory,
+    DeadlineSpec,
+    Disclosure,
+    EscalationLevel,
+    FactSpec,
+    HandoffSpec,
+    Jurisdiction,
+    Notification,
+    Override,
+    RoleSpec,
+    SopSpec,
+    Source,
+    StateSpec,
+    TaskSpec,
+    TransitionSpec,
+    Where,
+    frozen_map,
+)
+
+__all__ = ["KEYS", "build_spec", "parse_duration"]
+
+KEYS: Mapping[str, frozenset[str]] = {
+    "sop": frozenset(
+        {
+            "$schema", "key", "version", "extends", "title", "description", "jurisdiction",
+            "effective", "review", "languages", "timezone", "sources", "data_categories",
+            "facts", "agencies", "roles", "consent_scopes", "states", "transitions",
+        }
+    ),
+    "source": frozenset({"title", "url", "note"}),
+    "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
+    "data_category": frozenset({"description", "identifying"}),
+    "fact": frozenset(
+        {"type", "values", "min", "max", "category", "identifying", "description"}
+    ),
+    "agency": frozenset({"description", "types", "country"}),
+    "role": frozenset({"description", "agency_types"}),
+    "consent_scope": frozenset(
+        {"description", "purpose", "recipient", "data_categories", "country", "valid_for"}
+    ),
+    "task": frozenset({"role", "agency", "ask"}),
+    "escalation_level": frozenset({"after", "notify", "template", "fire"}),
+    "deadline": frozenset({"description", "after", "from", "escalation"}),
+    "notification": frozenset({"template", "to", "agency"}),
+    "handoff": frozenset(
+        {
+            "to", "role", "sender_roles", "consent", "override", "dataset", "service",
+            "acknowledge_within", "respond_within", "deliver_within", "escalation",
+            "decline_reasons", "reason_required", "notify", "delivered", "declined", "revoked",
+        }
+    ),
+    "state": frozenset(
+        {"description", "initial", "final", "requires", "tasks", "deadlines", "handoff"}
+    ),
+    "override": frozenset({"reasons", "sign_off"}),
+    "disclosure": frozenset({"to", "fields"}),
+    "transition": frozenset(
+        {
+            "event", "description", "from", "to", "roles", "guard", "sets", "consent",
+            "override", "discloses", "notify",
+        }
+    ),
+}  # fmt: skip
+"""The keys the builder reads, per kind of object; equal to the schema's properties."""
+
+_DURATION = re.compile(r"^(\d+)([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+DEFAULT_SENDER_ROLES = ("caseworker",)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``72h``, ``3d`` or ``2w`` as a timedelta."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Reader:
+    """Typed, located access to one object of the data, limited to the keys of its kind."""
+
+    def __init__(self, doc: SourceDocument, kind: str, path: DataPath) -> None:
+        self.doc, self.kind, self.path = doc, kind, path
+        value = _at(doc.data, path)
+        self.data: dict[str, Any] = value if isinstance(value, dict) else {}
+
+    def __call__(self, key: str, default: Any = None) -> Any:
+        if key not in KEYS[self.kind]:
+            raise KeyError(f"builder reads undeclared key {key!r} of {self.kind}")
+        return self.data.get(key, default)
+
+    def where(self) -> Where:
+        keys = tuple((k, f, ln) for k, (f, ln) in self.doc.child_locations(self.path))
+        return Where(*self.doc.where(self.path), keys=keys)
+
+    def child(self, kind: str, *sub: str | int) -> _Reader:
+        return _Reader(self.doc, kind, (*self.path, *sub))
+
+    def names(self, key: str) -> tuple[str, ...]:
+        return tuple(self(key) or ())
+
+
+def _at(data: Any, path: DataPath) -> Any:
+    for part in path:
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _duration(value: Any) -> timedelta | None:
+    return parse_duration(value) if isinstance(value, str) else None
+
+
+def _date(value: Any) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return date.min
+
+
+def _escalation(r: _Reader, key: str) -> tuple[EscalationLevel, ...]:
+    levels = []
+    for i, _ in enumerate(r(key) or ()):
+        lv = r.child("escalation_level", key, i)
+        levels.append(
+            EscalationLevel(
+                level=i + 1,
+                after=_duration(lv("after")) or timedelta(0),
+                notify=lv.names("notify"),
+                template=lv("template", ""),
+                fire=lv("fire"),
+                where=lv.where(),
+            )
+        )
+    return tuple(levels)
+
+
+def _notifications(r: _Reader, key: str) -> tuple[Notification, ...]:
+    out = []
+    for i, _ in enumerate(r(key) or ()):
+        n = r.child("notification", key, i)
+        out.append(Notification(n("template"), n("to"), n("agency"), n.where()))
+    return tuple(out)
+
+
+def _override(r: _Reader) -> Override | None:
+    if r("override") is None:
+        return None
+    o = r.child("override", "override")
+    return Override(o.names("reasons"), o("sign_off", ""), o.where())
+
+
+def _state(r: _Reader, name: str) -> StateSpec:
+    tasks = {}
+    for task_name in r("tasks") or {}:
+        t = r.child("task", "tasks", task_name)
+        tasks[task_name] = TaskSpec(task_name, t("role"), t("ask"), t("agency"), t.where())
+    deadlines = {}
+    for dl_name in r("deadlines") or {}:
+        d = r.child("deadline", "deadlines", dl_name)
+        deadlines[dl_name] = DeadlineSpec(
+            name=dl_name,
+            after=_duration(d("after")) or timedelta(0),
+            anchor=d("from", "entered"),
+            escalation=_escalation(d, "escalation"),
+            description=d("description", ""),
+            where=d.where(),
+        )
+    return StateSpec(
+        name=name,
+        description=r("description", ""),
+        initial=bool(r("initial", False)),
+        final=bool(r("final", False)),
+        requires=r.names("requires"),
+        tasks=frozen_map(tasks),
+        deadlines=frozen_map(deadlines),
+        where=r.where(),
+    )
+
+
+def _handoff(r: _Reader, name: str) -> HandoffSpec:
+    return HandoffSpec(
+        name=name,
+        to=r("to"),
+        role=r("role"),
+        sender_roles=r.names("sender_roles") or DEFAULT_SENDER_ROLES,
+        dataset=r.names("dataset"),
+        acknowledge_within=_duration(r("acknowledge_within")) or timedelta(0),
+        escalation=_escalation(r, "escalation"),
+        delivered=r("delivered"),
+        declined=r("declined"),
+        revoked=r("revoked"),
+        consent=r("consent"),
+        override=_override(r),
+        service=r("service", ""),
+        respond_within=_duration(r("respond_within")),
+        deliver_within=_duration(r("deliver_within")),
+        decline_reasons=r.names("decline_reasons"),
+        reason_required=bool(r("reason_required", True)),
+        notify=_notifications(r, "notify"),
+        where=r.where(),
+    )
+
+
+def _handoff_states(base: StateSpec, h: HandoffSpec) -> list[StateSpec]:
+    def stage(stage: str, task: str, ask: str, within: timedelta | None) -> StateSpec:
+        deadlines = {}
+        if within is not None:
+            deadlines[task] = DeadlineSpec(
+                task, within, "entered", h.escalation, f"{task} the referral", h.where
+            )
+        return StateSpec(
+            name=f"{h.name}.{stage}",
+            description=f"{base.description} ({stage})".strip(),
+            tasks=frozen_map({task: TaskSpec(task, h.role, ask, h.to, h.where)}),
+            deadlines=frozen_map(deadlines),
+            handoff=h.name,
+            stage=stage,
+            where=base.where,
+        )
+
+    service = f" for {h.service}" if h.service else ""
+    return [
+        stage("sent", "acknowledge", f"Acknowledge the referral{service}", h.acknowledge_within),
+        stage("acknowledged", "respond", f"Accept or decline the referral{service}",
+              h.respond_within),
+        stage("accepted", "deliver", f"Deliver the service{service} and report delivery",
+              h.deliver_within),
+    ]  # fmt: skip
+
+
+def _handoff_transitions(h: HandoffSpec) -> list[TransitionSpec]:
+    n = h.name
+    sent, ack, acc = (f"{n}.{s}" for s in HANDOFF_STAGES)
+
+    def t(action: str, sources: tuple[str, ...], target: str, roles: tuple[str, ...]) -> (
+        TransitionSpec
+    ):
+        return TransitionSpec(
+            id=f"{n}.{action}", event=f"{n}.{action}", sources=sources, target=target,
+            roles=roles, handoff=n, where=h.where,
+        )  # fmt: skip
+
+    return [
+        t("acknowledge", (sent,), ack, (h.role,)),
+        t("accept", (ack,), acc, (h.role,)),
+        t("decline", (sent, ack), h.declined, (h.role,)),
+        t("deliver", (acc,), h.delivered, (h.role,)),
+        t("revoke", (sent, ack, acc), h.revoked, h.sender_roles),
+    ]
+
+
+def _enter(t: TransitionSpec, handoffs: Mapping[str, HandoffSpec]) -> TransitionSpec:
+    """Point ``t`` at the stages of handoffs, and make entering one disclose its dataset."""
+    sources = tuple(
+        s2
+        for s in t.sources
+        for s2 in ((f"{s}.{st}" for st in HANDOFF_STAGES) if s in handoffs else (s,))
+    )
+    h = handoffs.get(t.target)
+    if h is None:
+        return replace(t, sources=sources)
+    own_basis = t.consent is not None or t.override is not None
+    return replace(
+        t,
+        sources=sources,
+        target=f"{h.name}.sent",
+        discloses=t.discloses or Disclosure(h.to, h.dataset, h.where),
+        consent=t.consent if own_basis else h.consent,
+        override=t.override if own_basis else h.override,
+        notify=t.notify + h.notify,
+    )
+
+
+def build_spec(doc: SourceDocument) -> SopSpec:
+    """Build the spec of one schema-valid, fully merged document."""
+    top = _Reader(doc, "sop", ())
+    j = top.child("jurisdiction", "jurisdiction")
+    jurisdiction = Jurisdiction(
+        countries=j.names("countries"),
+        origin=j("origin"),
+        destination=j("destination"),
+        context=j("context", "development"),
+    )
+    sources = tuple(
+        Source(s("title"), s("url"), s("note"))
+        for i, _ in enumerate(top("sources") or ())
+        for s in [top.child("source", "sources", i)]
+    )
+    categories = {
+        name: DataCategory(name, c("description", ""), bool(c("identifying", False)), c.where())
+        for name in top("data_categories") or {}
+        for c in [top.child("data_category", "data_categories", name)]
+    }
+    facts = {
+        name: FactSpec(
+            name=name, type=f("type"), values=f.names("values"), min=f("min"), max=f("max"),
+            category=f("category"), identifying=bool(f("identifying", False)),
+            description=f("description", ""), where=f.where(),
+        )
+        for name in top("facts") or {}
+        for f in [top.child("fact", "facts", name)]
+    }  # fmt: skip
+    agencies = {
+        name: AgencySlot(name, a.names("types"), a("country", "any"), a("description", ""),
+                         a.where())
+        for name in top("agencies") or {}
+        for a in [top.child("agency", "agencies", name)]
+    }  # fmt: skip
+    roles = {
+        name: RoleSpec(name, r.names("agency_types"), r("description", ""), r.where())
+        for name in top("roles") or {}
+        for r in [top.child("role", "roles", name)]
+    }
+    scopes = {
+        name: ConsentScope(
+            name=name, purpose=c("purpose", ""), recipient=c("recipient", ""),
+            data_categories=c.names("data_categories"), country=c("country", "any"),
+            valid_for=_duration(c("valid_for")), description=c("description", ""),
+            where=c.where(),
+        )
+        for name in top("consent_scopes") or {}
+        for c in [top.child("consent_scope", "consent_scopes", name)]
+    }  # fmt: skip
+
+    states: dict[str, StateSpec] = {}
+    handoffs: dict[str, HandoffSpec] = {}
+    generated: list[TransitionSpec] = []
+    for name in top("states") or {}:
+        r = top.child("state", "states", name)
+        base = _state(r, name)
+        if r("handoff") is None:
+            states[name] = base
+            continue
+        h = _handoff(r.child("handoff", "handoff"), name)
+        handoffs[name] = h
+        stages = _handoff_states(base, h)
+        # The first stage keeps the state's own tasks and deadlines and its initial flag.
+        first = stages[0]
+        stages[0] = _replace_state(first, base)
+        states.update((s.name, s) for s in stages)
+        generated.extend(_handoff_transitions(h))
+
+    transitions = []
+    for tid in top("transitions") or {}:
+        t = top.child("transition", "transitions", tid)
+        source = t("from")
+        sources = (source,) if isinstance(source, str) else tuple(source or ())
+        d = t("discloses")
+        dr = t.child("disclosure", "discloses")
+        transitions.append(
+            TransitionSpec(
+                id=tid, event=t("event", tid), sources=sources, target=t("to"),
+                roles=t.names("roles"), guard=t("guard"), sets=t.names("sets"),
+                consent=t("consent"), override=_override(t),
+                discloses=Disclosure(dr("to"), dr.names("fields"), dr.where()) if d else None,
+                notify=_notifications(t, "notify"), description=t("description", ""),
+                where=t.where(),
+            )
+        )  # fmt: skip
+    transitions.extend(generated)
+    transitions = [_enter(t, handoffs) for t in transitions]
+
+    return SopSpec(
+        key=top("key"),
+        version=top("version"),
+        title=top("title", ""),
+        jurisdiction=jurisdiction,
+        effective=_date(top("effective")),
+        review=_date(top("review")),
+        languages=top.names("languages"),
+        states=frozen_map(states),
+        transitions=tuple(transitions),
+        description=top("description", ""),
+        extends=top("extends"),
+        timezone=top("timezone"),
+        sources=sources,
+        data_categories=frozen_map(categories),
+        facts=frozen_map(facts),
+        agencies=frozen_map(agencies),
+        roles=frozen_map(roles),
+        consent_scopes=frozen_map(scopes),
+        handoffs=frozen_map(handoffs),
+        file=doc.file,
+        where=top.where(),
+    )
+
+
+def _replace_state(stage: StateSpec, base: StateSpec) -> StateSpec:
+    return replace(
+        stage,
+        initial=base.initial,
+        requires=base.requires,
+        tasks=frozen_map({**base.tasks, **stage.tasks}),
+        deadlines=frozen_map({**base.deadlines, **stage.deadlines}),
+    )

@@ -1,0 +1,279 @@
+"""Stage 1: read SOP YAML into plain data, remembering where every value came from.
+
+PyYAML composes the node graph; we construct values ourselves so that:
+
+* plain scalars follow YAML 1.2's core schema (``on``/``off``/``yes``/``no`` stay strings,
+  dates stay strings, only ``true``/``false`` are booleans);
+* duplicate keys, non-string keys and explicit tags (``!!python/object`` and every other
+  tag beyond the standard str/seq/map) are refused;
+* a file over :data:`MAX_FILE_BYTES` is refused before it is parsed, and alias expansion
+  (the "billion laughs") or deep nesting stops at fixed budgets.
+
+The result, a :class:`SourceDocument`, holds the data and a map from each value's path to
+the line it was written on; later stages use :meth:`SourceDocument.line` to say where a
+fault is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
+
+from sop_engine.errors import DefinitionError, Problem
+
+__all__ = [
+    "Location",
+    "MAX_ALIASES",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "DataPath",
+    "SourceDocument",
+    "load_source",
+    "parse_source",
+]
+
+MAX_FILE_BYTES = 1024 * 1024
+"""An SOP is a few hundred lines; a megabyte is already far beyond any real one."""
+MAX_NODES = 200_000
+"""Values constructed, aliases expanded; stops alias bombs long before memory suffers."""
+MAX_ALIASES = 200
+MAX_DEPTH = 64
+
+DataPath = tuple[str | int, ...]
+"""A path into the data: mapping keys and sequence indices."""
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL_TRUE = re.compile(r"^(?:true|True|TRUE)$")
+_BOOL_FALSE = re.compile(r"^(?:false|False|FALSE)$")
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_INT_OCT = re.compile(r"^0o[0-7]+$")
+_INT_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+
+
+class _Resolver(BaseResolver):
+    """No implicit resolvers: every plain scalar arrives tagged ``str`` and we decide."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 (PyYAML's own class API)
+
+
+class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _Resolver.__init__(self)
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+Location = tuple[str, int]
+"""A file and a 1-based line."""
+
+
+@dataclass
+class SourceDocument:
+    """YAML data with the location of every value (the line of its key, in a mapping).
+
+    After ``extends`` is resolved one document holds values from several files, so each
+    location names its own file; ``file`` is the file the document was read from.
+    """
+
+    file: str
+    data: Any
+    locations: dict[DataPath, Location] = field(default_factory=dict)
+    _children: dict[DataPath, list[tuple[str, Location]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def where(self, path: DataPath) -> Location:
+        """The location of ``path``, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            found = self.locations.get(tuple(path[:end]))
+            if found is not None:
+                return found
+        return (self.file, 1)
+
+    def line(self, path: DataPath) -> int:
+        return self.where(path)[1]
+
+    def paths_under(self, prefix: DataPath) -> Iterator[DataPath]:
+        n = len(prefix)
+        return (p for p in self.locations if p[:n] == prefix)
+
+    def child_locations(self, path: DataPath) -> list[tuple[str, Location]]:
+        """The locations of the direct children of ``path``, by key."""
+        if self._children is None:
+            index: dict[DataPath, list[tuple[str, Location]]] = {}
+            for p, loc in self.locations.items():
+                if p:
+                    index.setdefault(p[:-1], []).append((str(p[-1]), loc))
+            self._children = index
+        return self._children.get(path, [])
+
+
+def _plain_scalar(value: str) -> Any:
+    if _NULL.match(value):
+        return None
+    if _BOOL_TRUE.match(value):
+        return True
+    if _BOOL_FALSE.match(value):
+        return False
+    if _INT.match(value):
+        return int(value)
+    if _INT_OCT.match(value):
+        return int(value[2:], 8)
+    if _INT_HEX.match(value):
+        return int(value[2:], 16)
+    if _FLOAT.match(value):
+        return float(value)
+    if value in {".inf", ".Inf", ".INF", "+.inf"}:
+        return float("inf")
+    if value in {"-.inf", "-.Inf", "-.INF"}:
+        return float("-inf")
+    return value
+
+
+class _Constructor:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.locations: dict[DataPath, Location] = {}
+        self.problems: list[Problem] = []
+        self.nodes = 0
+        self.aliases: set[int] = set()
+
+    def _problem(self, node: Node, message: str) -> None:
+        self.problems.append(Problem(self.file, node.start_mark.line + 1, message))
+
+    def build(self, node: Node, path: DataPath, depth: int, line: int | None = None) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(
+                f"document expands to more than {MAX_NODES} values (alias bomb?)",
+                node.start_mark.line + 1,
+            )
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"nesting deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)
+        self.locations[path] = (self.file, line if line is not None else node.start_mark.line + 1)
+        if node.tag not in (_STR, _SEQ, _MAP):
+            self._problem(node, f"YAML tag {node.tag!r} is not allowed in an SOP")
+            return None
+        if isinstance(node, ScalarNode):
+            if node.tag != _STR:
+                self._problem(node, "a scalar cannot carry a sequence or mapping tag")
+                return None
+            return node.value if node.style else _plain_scalar(node.value)
+        if isinstance(node, SequenceNode):
+            return [
+                self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)
+            ]
+        assert isinstance(node, MappingNode)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or (
+                isinstance(key_node, ScalarNode) and key_node.value == "<<" and not key_node.style
+            ):
+                self._problem(key_node, "merge keys ('<<') are not supported; use 'extends'")
+                continue
+            if not isinstance(key_node, ScalarNode) or key_node.tag != _STR:
+                self._problem(key_node, "mapping keys must be plain strings")
+                continue
+            key = key_node.value
+            if key in result:
+                self._problem(key_node, f"duplicate key {key!r}")
+                continue
+            result[key] = self.build(
+                value_node, (*path, key), depth + 1, line=key_node.start_mark.line + 1
+            )
+        return result
+
+
+
+def parse_source(text: str, file: str = "<string>") -> SourceDocument:
+    """Parse YAML text into a :class:`SourceDocument`, or raise :class:`DefinitionError`."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
+        raise DefinitionError(
+            [Problem(file, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB; refused")]
+        )
+    loader = _Loader(text)
+    aliases = 0
+    try:
+        # Count alias events while composing: PyYAML shares aliased nodes, so composing is
+        # cheap, but an honest SOP never needs hundreds of aliases.
+        original = loader.compose_node
+
+        def counting_compose(parent: Node | None, index: Any) -> Node:
+            nonlocal aliases
+            if loader.check_event(yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    mark = loader.peek_event().start_mark
+                    raise _TooLarge(f"more than {MAX_ALIASES} aliases", mark.line + 1)
+            return original(parent, index)
+
+        loader.compose_node = counting_compose  # type: ignore[method-assign]
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise DefinitionError([Problem(file, line, f"YAML syntax error: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Problem(file, 1, f"YAML error: {exc}")]) from None
+    except _TooLarge as exc:
+        raise DefinitionError([Problem(file, exc.line, f"refused: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        raise DefinitionError([Problem(file, 1, "the file is empty")])
+    constructor = _Constructor(file)
+    try:
+        data = constructor.build(root, (), 0)
+    except _TooLarge as exc:
+        raise DefinitionError([Problem(file, exc.line, f"refused: {exc}")]) from None
+    except RecursionError:
+        raise DefinitionError([Problem(file, 1, "refused: recursive aliases")]) from None
+    if constructor.problems:
+        raise DefinitionError(constructor.problems)
+    return SourceDocument(file=file, data=data, locations=constructor.locations)
+
+
+def load_source(path: Path) -> SourceDocument:
+    """Read and parse one SOP file; size is checked before the file is read whole."""
+    name = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DefinitionError([Problem(name, 1, f"cannot read file: {exc.strerror}")]) from None
+    if size > MAX_FILE_BYTES:
+        raise DefinitionError(
+            [Problem(name, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB; refused")]
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError([Problem(name, 1, f"not UTF-8 text: {exc.reason}")]) from None
+    except OSError as exc:
+        raise DefinitionError([Problem(name, 1, f"cannot read file: {exc.strerror}")]) from None
+    return parse_source(text, name)

@@ -1,0 +1,321 @@
+"""The compiled SOP as neutral, immutable objects: what an SOP *is*, apart from any run of it.
+
+A :class:`SopSpec` is built once per (key, version) and shared by every referral pinned to
+it. Nothing here touches a database or a referral. Collections are tuples and read-only
+mappings, so that a spec cannot be changed after it is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+__all__ = [
+    "BUILTIN_ANCHORS",
+    "BUILTIN_FIELDS",
+    "CASE_REFERENCE",
+    "HANDOFF_STAGES",
+    "AgencySlot",
+    "ConsentScope",
+    "DataCategory",
+    "DeadlineSpec",
+    "Disclosure",
+    "EscalationLevel",
+    "FactSpec",
+    "HandoffSpec",
+    "Jurisdiction",
+    "Notification",
+    "Override",
+    "RoleSpec",
+    "SopSpec",
+    "Source",
+    "StateSpec",
+    "TaskSpec",
+    "TransitionSpec",
+    "Where",
+    "frozen_map",
+]
+
+FactType = Literal["string", "integer", "number", "boolean", "date", "datetime", "enum", "list"]
+
+CASE_REFERENCE = "case_reference"
+"""Data category of the non-identifying references every referral has."""
+
+BUILTIN_FIELDS: Mapping[str, str] = MappingProxyType(
+    {"case_code": CASE_REFERENCE, "consent_reference": CASE_REFERENCE}
+)
+"""Dataset fields every SOP may disclose without declaring them, with their category."""
+
+BUILTIN_ANCHORS = ("entered", "incident_at", "disclosed_at", "created_at")
+"""What a deadline may run from, besides a datetime fact."""
+
+HANDOFF_STAGES = ("sent", "acknowledged", "accepted")
+"""The waiting stages of a handoff; declined, delivered and revoked leave it."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def frozen_map(items: Mapping[K, V] | None = None) -> Mapping[K, V]:
+    """A read-only copy of ``items``."""
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a part of the SOP was written, and where each of its own keys was."""
+
+    file: str
+    line: int
+    keys: tuple[tuple[str, str, int], ...] = ()
+
+    def of(self, key: str) -> Where:
+        """The location of one of this object's keys, or of the object itself."""
+        for name, file, line in self.keys:
+            if name == key:
+                return Where(file, line)
+        return Where(self.file, self.line)
+
+
+_NOWHERE = Where("<engine>", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    title: str
+    url: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Jurisdiction:
+    countries: tuple[str, ...] = ()
+    origin: str | None = None
+    destination: str | None = None
+    context: str = "development"
+
+    @property
+    def is_corridor(self) -> bool:
+        return self.origin is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DataCategory:
+    name: str
+    description: str = ""
+    identifying: bool = False
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class FactSpec:
+    name: str
+    type: FactType
+    values: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    category: str | None = None
+    identifying: bool = False
+    description: str = ""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class AgencySlot:
+    """An agency the SOP refers to by its part in the procedure, filled per referral."""
+
+    name: str
+    types: tuple[str, ...]
+    country: str = "any"
+    description: str = ""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    name: str
+    agency_types: tuple[str, ...] = ()
+    description: str = ""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentScope:
+    name: str
+    purpose: str
+    recipient: str
+    data_categories: tuple[str, ...]
+    country: str = "any"
+    valid_for: timedelta | None = None
+    description: str = ""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    name: str
+    role: str
+    ask: str
+    agency: str | None = None
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationLevel:
+    """One rung of a ladder: ``after`` the deadline passed, notify these roles."""
+
+    level: int
+    after: timedelta
+    notify: tuple[str, ...]
+    template: str
+    fire: str | None = None
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineSpec:
+    name: str
+    after: timedelta
+    anchor: str = "entered"
+    escalation: tuple[EscalationLevel, ...] = ()
+    description: str = ""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class StateSpec:
+    name: str
+    description: str = ""
+    initial: bool = False
+    final: bool = False
+    requires: tuple[str, ...] = ()
+    tasks: Mapping[str, TaskSpec] = field(default_factory=frozen_map)
+    deadlines: Mapping[str, DeadlineSpec] = field(default_factory=frozen_map)
+    handoff: str | None = None
+    """Name of the handoff this state is a stage of, if any."""
+    stage: str | None = None
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    template: str
+    to: str
+    agency: str | None = None
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    to: str
+    fields: tuple[str, ...]
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """Sharing without consent: a written justification and a sign-off are always required."""
+
+    reasons: tuple[str, ...]
+    sign_off: str
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionSpec:
+    id: str
+    event: str
+    sources: tuple[str, ...]
+    target: str
+    roles: tuple[str, ...]
+    guard: str | None = None
+    sets: tuple[str, ...] = ()
+    consent: str | None = None
+    override: Override | None = None
+    discloses: Disclosure | None = None
+    notify: tuple[Notification, ...] = ()
+    description: str = ""
+    handoff: str | None = None
+    """For the transitions a handoff generates: its name (the action is ``event``'s suffix)."""
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffSpec:
+    """The four-stage handoff, written once: sent, acknowledged, accepted or declined, delivered.
+
+    Entering the handoff's state sends the referral; the sender may revoke it until delivery.
+    """
+
+    name: str
+    to: str
+    role: str
+    sender_roles: tuple[str, ...]
+    dataset: tuple[str, ...]
+    acknowledge_within: timedelta
+    escalation: tuple[EscalationLevel, ...]
+    delivered: str
+    declined: str
+    revoked: str
+    consent: str | None = None
+    override: Override | None = None
+    service: str = ""
+    respond_within: timedelta | None = None
+    deliver_within: timedelta | None = None
+    decline_reasons: tuple[str, ...] = ()
+    reason_required: bool = True
+    notify: tuple[Notification, ...] = ()
+    where: Where = _NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class SopSpec:
+    """One version of one SOP, complete and checked."""
+
+    key: str
+    version: int
+    title: str
+    jurisdiction: Jurisdiction
+    effective: date
+    review: date
+    languages: tuple[str, ...]
+    states: Mapping[str, StateSpec]
+    transitions: tuple[TransitionSpec, ...]
+    description: str = ""
+    extends: str | None = None
+    timezone: str | None = None
+    sources: tuple[Source, ...] = ()
+    data_categories: Mapping[str, DataCategory] = field(default_factory=frozen_map)
+    facts: Mapping[str, FactSpec] = field(default_factory=frozen_map)
+    agencies: Mapping[str, AgencySlot] = field(default_factory=frozen_map)
+    roles: Mapping[str, RoleSpec] = field(default_factory=frozen_map)
+    consent_scopes: Mapping[str, ConsentScope] = field(default_factory=frozen_map)
+    handoffs: Mapping[str, HandoffSpec] = field(default_factory=frozen_map)
+    file: str = ""
+    where: Where = _NOWHERE
+
+    @property
+    def ref(self) -> str:
+        return f"{self.key}@{self.version}"
+
+    @property
+    def initial_state(self) -> str:
+        return next(s.name for s in self.states.values() if s.initial)
+
+    @property
+    def final_states(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states.values() if s.final)
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.event for t in self.transitions))
+
+    def transitions_from(self, state: str) -> tuple[TransitionSpec, ...]:
+        return tuple(t for t in self.transitions if state in t.sources)
+
+    def transitions_for(self, state: str, event: str) -> tuple[TransitionSpec, ...]:
+        return tuple(t for t in self.transitions if t.event == event and state in t.sources)
