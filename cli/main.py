@@ -65,9 +65,12 @@ def list_sops(paths: tuple[Path, ...]) -> None:
 @cli.command()
 @click.argument("ref", metavar="KEY[@VERSION]")
 @click.option(
-    "--path", "paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+    "--path",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
     help="Where to find SOPs (default: the SOP library).",
-)  # fmt: skip
+)
 def diagram(ref: str, paths: tuple[Path, ...]) -> None:
     """The SOP as a Mermaid stateDiagram-v2, with deadlines and escalations."""
     try:

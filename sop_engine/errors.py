@@ -13,7 +13,8 @@ subclasses the builtin it resembles, so that an existing ``except ValueError`` o
     ├── ConsentMissing (PermissionError)    a disclosure lacks a covering, unexpired grant
     ├── ConcurrentChange (RuntimeError)     someone else changed the referral first
     ├── NotFound (LookupError)              no such SOP, referral, timer or grant
-    └── ConfigurationError (ValueError)     the settings cannot work (missing master key, …)
+    ├── ConfigurationError (ValueError)     the settings cannot work (missing master key, …)
+    └── TamperedData (ValueError)           sealed data or a wrapped key failed authentication
 
 Messages never carry personal data: they name case codes, SOP keys, states and fields, never
 values of identifying fields.
@@ -35,6 +36,7 @@ __all__ = [
     "Problem",
     "RoleNotAllowed",
     "SopEngineError",
+    "TamperedData",
     "TransitionNotAllowed",
 ]
 
@@ -121,3 +123,10 @@ class NotFound(SopEngineError, LookupError):
 
 class ConfigurationError(SopEngineError, ValueError):
     """The settings cannot work as given."""
+
+
+class TamperedData(SopEngineError, ValueError):
+    """Encrypted data or a wrapped key failed authentication, or is not in a known format.
+
+    The message says which check failed, never the plaintext or any key.
+    """

@@ -50,17 +50,31 @@ __all__ = ["KEYS", "build_spec", "parse_duration"]
 KEYS: Mapping[str, frozenset[str]] = {
     "sop": frozenset(
         {
-            "$schema", "key", "version", "extends", "title", "description", "jurisdiction",
-            "effective", "review", "languages", "timezone", "sources", "data_categories",
-            "facts", "agencies", "roles", "consent_scopes", "states", "transitions",
+            "$schema",
+            "key",
+            "version",
+            "extends",
+            "title",
+            "description",
+            "jurisdiction",
+            "effective",
+            "review",
+            "languages",
+            "timezone",
+            "sources",
+            "data_categories",
+            "facts",
+            "agencies",
+            "roles",
+            "consent_scopes",
+            "states",
+            "transitions",
         }
     ),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
     "data_category": frozenset({"description", "identifying"}),
-    "fact": frozenset(
-        {"type", "values", "min", "max", "category", "identifying", "description"}
-    ),
+    "fact": frozenset({"type", "values", "min", "max", "category", "identifying", "description"}),
     "agency": frozenset({"description", "types", "country"}),
     "role": frozenset({"description", "agency_types"}),
     "consent_scope": frozenset(
@@ -72,9 +86,23 @@ KEYS: Mapping[str, frozenset[str]] = {
     "notification": frozenset({"template", "to", "agency"}),
     "handoff": frozenset(
         {
-            "to", "role", "sender_roles", "consent", "override", "dataset", "service",
-            "acknowledge_within", "respond_within", "deliver_within", "escalation",
-            "decline_reasons", "reason_required", "notify", "delivered", "declined", "revoked",
+            "to",
+            "role",
+            "sender_roles",
+            "consent",
+            "override",
+            "dataset",
+            "service",
+            "acknowledge_within",
+            "respond_within",
+            "deliver_within",
+            "escalation",
+            "decline_reasons",
+            "reason_required",
+            "notify",
+            "delivered",
+            "declined",
+            "revoked",
         }
     ),
     "state": frozenset(
@@ -84,11 +112,20 @@ KEYS: Mapping[str, frozenset[str]] = {
     "disclosure": frozenset({"to", "fields"}),
     "transition": frozenset(
         {
-            "event", "description", "from", "to", "roles", "guard", "sets", "consent",
-            "override", "discloses", "notify",
+            "event",
+            "description",
+            "from",
+            "to",
+            "roles",
+            "guard",
+            "sets",
+            "consent",
+            "override",
+            "discloses",
+            "notify",
         }
     ),
-}  # fmt: skip
+}
 """The keys the builder reads, per kind of object; equal to the schema's properties."""
 
 _DURATION = re.compile(r"^(\d+)([mhdw])$")
@@ -255,24 +292,34 @@ def _handoff_states(base: StateSpec, h: HandoffSpec) -> list[StateSpec]:
     service = f" for {h.service}" if h.service else ""
     return [
         stage("sent", "acknowledge", f"Acknowledge the referral{service}", h.acknowledge_within),
-        stage("acknowledged", "respond", f"Accept or decline the referral{service}",
-              h.respond_within),
-        stage("accepted", "deliver", f"Deliver the service{service} and report delivery",
-              h.deliver_within),
-    ]  # fmt: skip
+        stage(
+            "acknowledged", "respond", f"Accept or decline the referral{service}", h.respond_within
+        ),
+        stage(
+            "accepted",
+            "deliver",
+            f"Deliver the service{service} and report delivery",
+            h.deliver_within,
+        ),
+    ]
 
 
 def _handoff_transitions(h: HandoffSpec) -> list[TransitionSpec]:
     n = h.name
     sent, ack, acc = (f"{n}.{s}" for s in HANDOFF_STAGES)
 
-    def t(action: str, sources: tuple[str, ...], target: str, roles: tuple[str, ...]) -> (
-        TransitionSpec
-    ):
+    def t(
+        action: str, sources: tuple[str, ...], target: str, roles: tuple[str, ...]
+    ) -> TransitionSpec:
         return TransitionSpec(
-            id=f"{n}.{action}", event=f"{n}.{action}", sources=sources, target=target,
-            roles=roles, handoff=n, where=h.where,
-        )  # fmt: skip
+            id=f"{n}.{action}",
+            event=f"{n}.{action}",
+            sources=sources,
+            target=target,
+            roles=roles,
+            handoff=n,
+            where=h.where,
+        )
 
     return [
         t("acknowledge", (sent,), ack, (h.role,)),
@@ -327,19 +374,26 @@ def build_spec(doc: SourceDocument) -> SopSpec:
     }
     facts = {
         name: FactSpec(
-            name=name, type=f("type"), values=f.names("values"), min=f("min"), max=f("max"),
-            category=f("category"), identifying=bool(f("identifying", False)),
-            description=f("description", ""), where=f.where(),
+            name=name,
+            type=f("type"),
+            values=f.names("values"),
+            min=f("min"),
+            max=f("max"),
+            category=f("category"),
+            identifying=bool(f("identifying", False)),
+            description=f("description", ""),
+            where=f.where(),
         )
         for name in top("facts") or {}
         for f in [top.child("fact", "facts", name)]
-    }  # fmt: skip
+    }
     agencies = {
-        name: AgencySlot(name, a.names("types"), a("country", "any"), a("description", ""),
-                         a.where())
+        name: AgencySlot(
+            name, a.names("types"), a("country", "any"), a("description", ""), a.where()
+        )
         for name in top("agencies") or {}
         for a in [top.child("agency", "agencies", name)]
-    }  # fmt: skip
+    }
     roles = {
         name: RoleSpec(name, r.names("agency_types"), r("description", ""), r.where())
         for name in top("roles") or {}
@@ -347,14 +401,18 @@ def build_spec(doc: SourceDocument) -> SopSpec:
     }
     scopes = {
         name: ConsentScope(
-            name=name, purpose=c("purpose", ""), recipient=c("recipient", ""),
-            data_categories=c.names("data_categories"), country=c("country", "any"),
-            valid_for=_duration(c("valid_for")), description=c("description", ""),
+            name=name,
+            purpose=c("purpose", ""),
+            recipient=c("recipient", ""),
+            data_categories=c.names("data_categories"),
+            country=c("country", "any"),
+            valid_for=_duration(c("valid_for")),
+            description=c("description", ""),
             where=c.where(),
         )
         for name in top("consent_scopes") or {}
         for c in [top.child("consent_scope", "consent_scopes", name)]
-    }  # fmt: skip
+    }
 
     states: dict[str, StateSpec] = {}
     handoffs: dict[str, HandoffSpec] = {}
@@ -378,19 +436,26 @@ def build_spec(doc: SourceDocument) -> SopSpec:
     for tid in top("transitions") or {}:
         t = top.child("transition", "transitions", tid)
         source = t("from")
-        sources = (source,) if isinstance(source, str) else tuple(source or ())
+        froms = (source,) if isinstance(source, str) else tuple(source or ())
         d = t("discloses")
         dr = t.child("disclosure", "discloses")
         transitions.append(
             TransitionSpec(
-                id=tid, event=t("event", tid), sources=sources, target=t("to"),
-                roles=t.names("roles"), guard=t("guard"), sets=t.names("sets"),
-                consent=t("consent"), override=_override(t),
+                id=tid,
+                event=t("event", tid),
+                sources=froms,
+                target=t("to"),
+                roles=t.names("roles"),
+                guard=t("guard"),
+                sets=t.names("sets"),
+                consent=t("consent"),
+                override=_override(t),
                 discloses=Disclosure(dr("to"), dr.names("fields"), dr.where()) if d else None,
-                notify=_notifications(t, "notify"), description=t("description", ""),
+                notify=_notifications(t, "notify"),
+                description=t("description", ""),
                 where=t.where(),
             )
-        )  # fmt: skip
+        )
     transitions.extend(generated)
     transitions = [_enter(t, handoffs) for t in transitions]
 

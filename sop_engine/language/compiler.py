@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sop_engine.errors import DefinitionError, NotFound, Problem
-from sop_engine.language import checks
+from sop_engine.language import checks, references
 from sop_engine.language.build import build_spec
 from sop_engine.language.guards import CompiledGuard
 from sop_engine.language.inherit import ref_of, resolve_extends
@@ -101,7 +101,7 @@ def _compile_one(
     guards, guard_problems = checks.compile_guards(spec)
     found = [
         *checks.header_problems(spec),
-        *checks.reference_problems(spec, templates),
+        *references.reference_problems(spec, templates),
         *guard_problems,
         *checks.graph_problems(spec),
         *checks.rule_problems(spec),
@@ -134,9 +134,12 @@ def compile_documents(
         parent = doc.data.get("extends")
         if parent in broken:
             problems.append(
-                Problem(*doc.where(("extends",)), f"extends {parent}, which has errors",
-                        sop=doc.data.get("key"))
-            )  # fmt: skip
+                Problem(
+                    *doc.where(("extends",)),
+                    f"extends {parent}, which has errors",
+                    sop=doc.data.get("key"),
+                )
+            )
             broken.add(ref_of(doc.data) or "")
             continue
         usable.append(doc)
@@ -152,9 +155,12 @@ def compile_documents(
         parent = doc.data.get("extends")
         if parent in failed:
             problems.append(
-                Problem(*doc.where(("extends",)), f"extends {parent}, which has errors",
-                        sop=doc.data.get("key"))
-            )  # fmt: skip
+                Problem(
+                    *doc.where(("extends",)),
+                    f"extends {parent}, which has errors",
+                    sop=doc.data.get("key"),
+                )
+            )
             failed.add(ref_of(doc.data) or "")
             continue
         result = _compile_one(doc, templates)
@@ -211,9 +217,7 @@ class SopLibrary:
             self.add(sop)
 
     @classmethod
-    def load(
-        cls, paths: Iterable[Path], templates: Collection[str] | None = None
-    ) -> SopLibrary:
+    def load(cls, paths: Iterable[Path], templates: Collection[str] | None = None) -> SopLibrary:
         """Compile every SOP under ``paths``; raise :class:`DefinitionError` if any is broken."""
         compiled, problems = compile_paths(paths, templates)
         if problems:
@@ -225,9 +229,16 @@ class SopLibrary:
             known = self._by_ref.get((sop.key, sop.version))
             if known is not None and known.spec != sop.spec:
                 raise DefinitionError(
-                    [Problem(sop.spec.file, 1, f"{sop.ref} is already published with other "
-                             "content; give the changed SOP a new version", sop=sop.key)]
-                )  # fmt: skip
+                    [
+                        Problem(
+                            sop.spec.file,
+                            1,
+                            f"{sop.ref} is already published with other "
+                            "content; give the changed SOP a new version",
+                            sop=sop.key,
+                        )
+                    ]
+                )
             return self._by_ref.setdefault((sop.key, sop.version), sop)
 
     def get(self, key: str, version: int | None = None) -> CompiledSop:

@@ -16,8 +16,18 @@ from sop_engine.language.spec import DeadlineSpec, SopSpec, StateSpec, Transitio
 __all__ = ["format_duration", "mermaid"]
 
 _UNSAFE = re.compile(r'[":;#{}<>\[\]]')
-_ENTITIES = {'"': "#quot;", ":": "#58;", ";": "#59;", "#": "#35;", "{": "#123;", "}": "#125;",
-             "<": "#lt;", ">": "#gt;", "[": "#91;", "]": "#93;"}  # fmt: skip
+_ENTITIES = {
+    '"': "#quot;",
+    ":": "#58;",
+    ";": "#59;",
+    "#": "#35;",
+    "{": "#123;",
+    "}": "#125;",
+    "<": "#lt;",
+    ">": "#gt;",
+    "[": "#91;",
+    "]": "#93;",
+}
 
 
 def _text(value: str) -> str:
@@ -47,7 +57,9 @@ def _label(t: TransitionSpec) -> str:
     if t.guard:
         parts.append(f"[{t.guard}]")
     if t.override is not None:
-        parts.append(f"⚠ override ({', '.join(t.override.reasons)}; sign-off {t.override.sign_off})")
+        parts.append(
+            f"⚠ override ({', '.join(t.override.reasons)}; sign-off {t.override.sign_off})"
+        )
     elif t.consent:
         parts.append(f"consent {t.consent}")
     return _text(" ".join(parts))

@@ -37,21 +37,65 @@ __all__ = [
 ]
 
 BUILTIN_VARIABLES = frozenset(
-    {"facts", "consent", "now", "incident_at", "disclosed_at", "hours_since_incident", "origin",
-     "destination"}
-)  # fmt: skip
+    {
+        "facts",
+        "consent",
+        "now",
+        "incident_at",
+        "disclosed_at",
+        "hours_since_incident",
+        "origin",
+        "destination",
+    }
+)
 
 ALLOWED_FUNCTIONS = frozenset(
     {
         # operators, as CEL names their overloads
-        "_&&_", "_||_", "!_", "-_", "_==_", "_!=_", "_<_", "_<=_", "_>_", "_>=_", "_+_",
-        "_-_", "_*_", "_/_", "_%_", "_?_:_", "_[_]", "@in", "@not_strictly_false",
+        "_&&_",
+        "_||_",
+        "!_",
+        "-_",
+        "_==_",
+        "_!=_",
+        "_<_",
+        "_<=_",
+        "_>_",
+        "_>=_",
+        "_+_",
+        "_-_",
+        "_*_",
+        "_/_",
+        "_%_",
+        "_?_:_",
+        "_[_]",
+        "@in",
+        "@not_strictly_false",
         # standard functions and macros
-        "size", "has", "contains", "startsWith", "endsWith", "matches", "exists", "all",
-        "exists_one", "map", "filter", "int", "uint", "double", "string", "bool",
-        "timestamp", "duration", "getFullYear", "getMonth", "getDayOfMonth", "getHours",
+        "size",
+        "has",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "exists",
+        "all",
+        "exists_one",
+        "map",
+        "filter",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bool",
+        "timestamp",
+        "duration",
+        "getFullYear",
+        "getMonth",
+        "getDayOfMonth",
+        "getHours",
     }
-)  # fmt: skip
+)
 
 _COMPREHENSION = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _CONSENT_REF = re.compile(r"\bconsent\s*\.\s*([A-Za-z_]\w*)")

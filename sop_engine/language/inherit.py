@@ -112,7 +112,7 @@ def resolve_extends(
         if not isinstance(parent_ref, str):
             resolved[ref] = doc
             return doc
-        key = ref.split("@")[0]
+        key = ref.split("@", maxsplit=1)[0]
         if parent_ref in trail or parent_ref == ref:
             cycle = " -> ".join((*trail, ref, parent_ref))
             problems.append(Problem(*doc.where(("extends",)), f"extends cycle: {cycle}", sop=key))

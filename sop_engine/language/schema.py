@@ -31,10 +31,22 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def _without_required(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _without_required(v) for k, v in node.items() if k not in ("required", "if", "then")
+        }
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
 @cache
-def validator() -> Draft202012Validator:
+def validator(partial: bool = False) -> Draft202012Validator:
+    """The full validator, or with ``partial`` one that requires nothing: an SOP that
+    ``extends`` another names only what it overrides, and is checked in full once merged."""
     Draft202012Validator.check_schema(schema())
-    return Draft202012Validator(schema())
+    return Draft202012Validator(_without_required(schema()) if partial else schema())
 
 
 def did_you_mean(name: str, candidates: Any) -> str | None:
@@ -50,7 +62,11 @@ def _describe(path: DataPath) -> str:
 def _problems_of(error: ValidationError, doc: SourceDocument, sop: str | None) -> list[Problem]:
     path: DataPath = tuple(error.absolute_path)
     where = _describe(path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+    if (
+        error.validator == "additionalProperties"
+        and isinstance(error.instance, dict)
+        and isinstance(error.schema, dict)
+    ):
         known = set(error.schema.get("properties", {}))
         problems = []
         for key in error.instance:
@@ -71,17 +87,31 @@ def _problems_of(error: ValidationError, doc: SourceDocument, sop: str | None) -
         best = min(error.context, key=lambda e: len(list(e.absolute_path)))
         message = f"{where}: {best.message}"
     elif error.validator == "pattern":
-        message = f"{where}: {error.instance!r} is not of the expected form ({error.validator_value})"
+        message = (
+            f"{where}: {error.instance!r} is not of the expected form ({error.validator_value})"
+        )
     else:
         message = f"{where}: {error.message}"
     return [Problem(*doc.where(path), message, sop=sop)]
 
 
-def schema_problems(doc: SourceDocument) -> list[Problem]:
-    """Every schema violation in ``doc``, located."""
-    sop = doc.data.get("key") if isinstance(doc.data, dict) else None
+def schema_problems(doc: SourceDocument, *, partial: bool | None = None) -> list[Problem]:
+    """Every schema violation in ``doc``, located. By default a document that ``extends``
+    another is checked as a partial one (see :func:`validator`)."""
+    data = doc.data
+    sop = data.get("key") if isinstance(data, dict) else None
     sop = sop if isinstance(sop, str) else None
+    if partial is None:
+        partial = isinstance(data, dict) and "extends" in data
+    if partial and isinstance(data, dict):
+        # Identity stays required even in a partial document.
+        missing = [k for k in ("key", "version") if k not in data]
+        if missing:
+            return [
+                Problem(*doc.where(()), f"(top level): {k!r} is a required property", sop=sop)
+                for k in missing
+            ]
     problems: list[Problem] = []
-    for error in validator().iter_errors(doc.data):
+    for error in validator(partial).iter_errors(data):
         problems.extend(_problems_of(error, doc, sop))
     return problems

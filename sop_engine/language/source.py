@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import yaml.reader
 from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
@@ -33,12 +34,12 @@ from yaml.scanner import Scanner
 from sop_engine.errors import DefinitionError, Problem
 
 __all__ = [
-    "Location",
     "MAX_ALIASES",
     "MAX_DEPTH",
     "MAX_FILE_BYTES",
     "MAX_NODES",
     "DataPath",
+    "Location",
     "SourceDocument",
     "load_source",
     "parse_source",
@@ -185,9 +186,7 @@ class _Constructor:
                 return None
             return node.value if node.style else _plain_scalar(node.value)
         if isinstance(node, SequenceNode):
-            return [
-                self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)
-            ]
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         assert isinstance(node, MappingNode)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -209,26 +208,31 @@ class _Constructor:
         return result
 
 
-
 def parse_source(text: str, file: str = "<string>") -> SourceDocument:
     """Parse YAML text into a :class:`SourceDocument`, or raise :class:`DefinitionError`."""
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise DefinitionError(
             [Problem(file, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB; refused")]
         )
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise DefinitionError(
+            [Problem(file, line, f"character {exc.character:#06x} is not allowed in YAML")]
+        ) from None
     aliases = 0
     try:
         # Count alias events while composing: PyYAML shares aliased nodes, so composing is
         # cheap, but an honest SOP never needs hundreds of aliases.
         original = loader.compose_node
 
-        def counting_compose(parent: Node | None, index: Any) -> Node:
+        def counting_compose(parent: Node | None, index: Any) -> Node | None:
             nonlocal aliases
             if loader.check_event(yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_ALIASES:
-                    mark = loader.peek_event().start_mark
+                    mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]
                     raise _TooLarge(f"more than {MAX_ALIASES} aliases", mark.line + 1)
             return original(parent, index)
 

@@ -1,0 +1,186 @@
+"""Stage 5a: every name an SOP uses is declared.
+
+Roles, agencies, facts, data categories, consent scopes, states, events and notification
+templates: each reference is checked, and a near miss gets a "did you mean".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from sop_engine.errors import Problem
+from sop_engine.language.report import (
+    Report,
+    disclosable_fields,
+    entered_handoff,
+    from_handoff,
+    generated,
+    transition_state,
+    user_state,
+    what,
+)
+from sop_engine.language.spec import (
+    BUILTIN_ANCHORS,
+    CASE_REFERENCE,
+    DeadlineSpec,
+    EscalationLevel,
+    Notification,
+    Override,
+    SopSpec,
+    Where,
+)
+
+__all__ = ["reference_problems"]
+
+
+class _References:
+    """Checks one spec's references; each kind of name has one collection it must be in."""
+
+    def __init__(self, spec: SopSpec, templates: Collection[str] | None) -> None:
+        self.spec = spec
+        self.report = Report(spec)
+        self.templates = templates
+        self.known: dict[str, Collection[str]] = {
+            "role": spec.roles,
+            "agency": spec.agencies,
+            "fact": spec.facts,
+            "data category": {*spec.data_categories, CASE_REFERENCE},
+            "dataset field": disclosable_fields(spec),
+            "consent scope": spec.consent_scopes,
+            "state": spec.states,
+            "target state": {*spec.states, *spec.handoffs},
+            "event": set(spec.events),
+            "template": templates or (),
+            "timestamp": [
+                *BUILTIN_ANCHORS,
+                *(f.name for f in spec.facts.values() if f.type == "datetime"),
+            ],
+        }
+
+    def ref(self, where: Where, kind: str, name: str | None, state: str | None, ctx: str) -> None:
+        if kind == "template" and self.templates is None:
+            return
+        shown = "state" if kind == "target state" else kind
+        self.report.ref(where, shown, name, self.known[kind], state=state, context=ctx)
+
+    def notifications(self, items: Iterable[Notification], state: str | None, ctx: str) -> None:
+        for n in items:
+            self.ref(n.where.of("template"), "template", n.template, state, ctx)
+            self.ref(n.where.of("to"), "role", n.to, state, ctx)
+            self.ref(n.where.of("agency"), "agency", n.agency, state, ctx)
+
+    def ladder(self, levels: Iterable[EscalationLevel], state: str, ctx: str) -> None:
+        for lv in levels:
+            for role in lv.notify:
+                self.ref(lv.where.of("notify"), "role", role, state, ctx)
+            self.ref(lv.where.of("template"), "template", lv.template, state, ctx)
+            self.ref(lv.where.of("fire"), "event", lv.fire, state, ctx)
+
+    def override(self, o: Override | None, state: str | None, ctx: str) -> None:
+        if o is not None:
+            self.ref(o.where.of("sign_off"), "role", o.sign_off, state, ctx)
+
+    def facts(self) -> None:
+        r = self.report
+        for f in self.spec.facts.values():
+            ctx = f"fact {f.name!r}: "
+            self.ref(f.where.of("category"), "data category", f.category, None, ctx)
+            if f.type == "enum" and not f.values:
+                r.add(f.where, f"{ctx}an enum fact needs 'values'")
+            if f.type != "enum" and f.values:
+                r.add(f.where.of("values"), f"{ctx}'values' is only for enum facts")
+            if (f.min is not None or f.max is not None) and f.type not in ("integer", "number"):
+                r.add(f.where, f"{ctx}'min' and 'max' are only for numbers")
+
+    def consent_scopes(self) -> None:
+        for c in self.spec.consent_scopes.values():
+            ctx = f"consent scope {c.name!r}: "
+            self.ref(c.where.of("recipient"), "agency", c.recipient, None, ctx)
+            for cat in c.data_categories:
+                self.ref(c.where.of("data_categories"), "data category", cat, None, ctx)
+
+    def deadline(self, d: DeadlineSpec, state: str) -> None:
+        ctx = f"deadline {d.name!r}: "
+        fact = self.spec.facts.get(d.anchor)
+        if fact is not None and fact.type != "datetime":
+            self.report.add(
+                d.where.of("from"),
+                f"{ctx}runs from fact {d.anchor!r}, which is not a datetime",
+                state=state,
+            )
+        elif fact is None:
+            self.ref(d.where.of("from"), "timestamp", d.anchor, state, ctx)
+        self.ladder(d.escalation, state, ctx)
+
+    def states(self) -> None:
+        spec = self.spec
+        for s in spec.states.values():
+            if s.handoff is not None and s.stage != "sent":
+                continue
+            name = user_state(spec, s.name)
+            for fact in s.requires:
+                self.ref(s.where.of("requires"), "fact", fact, name, "requires ")
+            for task in s.tasks.values():
+                if not generated(spec, s, task):
+                    ctx = f"task {task.name!r}: "
+                    self.ref(task.where.of("role"), "role", task.role, name, ctx)
+                    self.ref(task.where.of("agency"), "agency", task.agency, name, ctx)
+            for d in s.deadlines.values():
+                if not generated(spec, s, d):
+                    self.deadline(d, name)
+
+    def handoffs(self) -> None:
+        ctx = "handoff: "
+        for h in self.spec.handoffs.values():
+            at, name = h.where.of, h.name
+            self.ref(at("to"), "agency", h.to, name, ctx)
+            self.ref(at("role"), "role", h.role, name, ctx)
+            for role in h.sender_roles:
+                self.ref(at("sender_roles"), "role", role, name, ctx)
+            self.ref(at("consent"), "consent scope", h.consent, name, ctx)
+            self.override(h.override, name, ctx)
+            for field in h.dataset:
+                self.ref(at("dataset"), "dataset field", field, name, ctx)
+            for key in ("delivered", "declined", "revoked"):
+                self.ref(at(key), "target state", getattr(h, key), name, ctx)
+            self.ladder(h.escalation, name, ctx)
+            self.notifications(h.notify, name, ctx)
+            if h.reason_required and not h.decline_reasons:
+                self.report.add(
+                    h.where, f"{ctx}reason_required needs a list of decline_reasons", state=name
+                )
+
+    def transitions(self) -> None:
+        spec = self.spec
+        for t in spec.transitions:
+            if t.handoff is not None:
+                continue
+            state, ctx, at = transition_state(spec, t), what(t), t.where.of
+            for src in t.sources:
+                self.ref(at("from"), "state", src, state, ctx)
+            self.ref(at("to"), "state", t.target, state, ctx)
+            for role in t.roles:
+                self.ref(at("roles"), "role", role, state, ctx)
+            for fact in t.sets:
+                self.ref(at("sets"), "fact", fact, state, ctx)
+            self.ref(at("consent"), "consent scope", t.consent, state, ctx)
+            self.override(t.override, state, ctx)
+            if t.discloses is not None and not from_handoff(spec, t):
+                d = t.discloses
+                self.ref(d.where.of("to"), "agency", d.to, state, ctx)
+                for field in d.fields:
+                    self.ref(d.where.of("fields"), "dataset field", field, state, ctx)
+            entered = entered_handoff(spec, t)
+            inherited = entered.notify if entered is not None else ()
+            self.notifications([n for n in t.notify if n not in inherited], state, ctx)
+
+
+def reference_problems(spec: SopSpec, templates: Collection[str] | None = None) -> list[Problem]:
+    """Every reference to something undeclared. ``templates``: known names, or None to skip."""
+    check = _References(spec, templates)
+    check.facts()
+    check.consent_scopes()
+    check.states()
+    check.handoffs()
+    check.transitions()
+    return check.report.problems

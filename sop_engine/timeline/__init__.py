@@ -1,0 +1,1 @@
+"""The referral timeline: an append-only, hash-chained record of what happened."""

@@ -1,0 +1,64 @@
+"""The published JSON Schema and the loader speak the same language."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sop_engine.language.build import KEYS
+from sop_engine.language.schema import schema, schema_problems
+from sop_engine.language.source import parse_source
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _properties(definition: dict[str, Any]) -> set[str]:
+    return set(definition.get("properties", {}))
+
+
+def test_published_schema_file_is_the_one_the_engine_uses() -> None:
+    published = json.loads((ROOT / "sop_definitions" / "sop.schema.json").read_text("utf-8"))
+    assert published == schema()
+
+
+def test_loader_keys_equal_schema_properties() -> None:
+    s = schema()
+    definitions = {"sop": s, **s["$defs"]}
+    objects = {
+        name for name, d in definitions.items() if d.get("type") == "object" and "properties" in d
+    }
+    assert set(KEYS) == objects, "every object kind of the schema is read by the builder"
+    for kind, keys in KEYS.items():
+        assert keys == _properties(definitions[kind]), f"{kind}: loader and schema differ"
+
+
+def test_every_object_refuses_unknown_keys() -> None:
+    s = schema()
+    for name, d in {"sop": s, **s["$defs"]}.items():
+        if d.get("type") == "object" and "properties" in d:
+            assert d.get("additionalProperties") is False, name
+
+
+def test_unknown_key_gets_a_did_you_mean() -> None:
+    doc = parse_source("key: a\nversion: 1\nextends: b@1\nstates:\n  s: {inital: true}\n", "x")
+    (problem,) = schema_problems(doc)
+    assert problem.line == 5
+    assert problem.message == "unknown key 'inital' in states.s"
+    assert problem.hint == "did you mean 'initial'?"
+
+
+def test_standalone_sop_must_be_complete_but_an_extension_need_not_be() -> None:
+    standalone = parse_source("key: a\nversion: 1\n")
+    missing = {p.message for p in schema_problems(standalone)}
+    assert "(top level): 'states' is a required property" in missing
+    extension = parse_source("key: a\nversion: 1\nextends: b@1\n")
+    assert schema_problems(extension) == []
+
+
+def test_extension_must_still_say_who_it_is() -> None:
+    doc = parse_source("extends: b@1\ntitle: t\n")
+    assert {p.message for p in schema_problems(doc)} == {
+        "(top level): 'key' is a required property",
+        "(top level): 'version' is a required property",
+    }

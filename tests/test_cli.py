@@ -1,0 +1,82 @@
+"""The sop-engine command as a coordinator uses it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cli.main import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "language" / "fixtures"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_the_library_by_default() -> None:
+    code, out, err = run("validate")
+    assert code == 0, out
+    assert out == ""
+    assert "SOP(s) valid." in err
+
+
+def test_validate_reports_every_problem_as_file_line_message(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "valid" / "minimal.sop.yaml", tmp_path)
+    for name in ("unknown_role", "guard_unknown_fact", "unknown_key"):
+        shutil.copy(FIXTURES / "invalid" / f"{name}.sop.yaml", tmp_path)
+    code, out, err = run("validate", str(tmp_path))
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert (
+        f"{tmp_path}/unknown_role.sop.yaml:9: [SOP bad.role, state referred] transition "
+        "'confirm': unknown role 'casewrker' (did you mean 'caseworker'?)" in lines
+    )
+    assert any(line.startswith(f"{tmp_path}/unknown_key.sop.yaml:6: ") for line in lines)
+    assert "3 problem(s); 1 SOP(s) valid." in err
+
+
+def test_validate_a_single_file_whatever_its_name(tmp_path: Path) -> None:
+    sop = tmp_path / "mine.yaml"
+    sop.write_text((FIXTURES / "valid" / "minimal.sop.yaml").read_text("utf-8"))
+    assert run("validate", str(sop))[0] == 0
+
+
+def test_validate_says_when_nothing_was_found(tmp_path: Path) -> None:
+    code, _, err = run("validate", str(tmp_path))
+    assert code == 1
+    assert "no SOP files found" in err
+
+
+def test_list_prints_key_version_title() -> None:
+    code, out, _ = run("list", str(FIXTURES / "valid"))
+    assert code == 0
+    assert out.splitlines() == ["test.child 1 Child", "test.minimal 1 Minimal"]
+
+
+def test_diagram_of_a_version() -> None:
+    code, out, _ = run("diagram", "test.child@1", "--path", str(FIXTURES / "valid"))
+    assert code == 0
+    assert out.startswith("---\ntitle: Child (test.child@1)\n---\nstateDiagram-v2\n")
+
+
+def test_diagram_of_an_unknown_sop_is_a_clear_error() -> None:
+    code, _, err = run("diagram", "test.chld", "--path", str(FIXTURES / "valid"))
+    assert code == 1
+    assert "no SOP test.chld (did you mean 'test.child'?)" in err
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "sop-engine"
+    result = subprocess.run(
+        [str(script), "list"], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert "example.baseline 1 " in result.stdout
