@@ -22,3 +22,27 @@ def test_sop_file_compiles(path: Path) -> None:
     compiled, problems = compile_paths([DEFINITIONS], template_names())
     assert [str(p) for p in problems] == []
     assert any(c.spec.file == str(path) for c in compiled)
+
+
+def test_the_examples_use_every_key_of_the_language() -> None:
+    """The example SOPs are the language's tour: a key nobody uses is a key nobody tested."""
+    from typing import Any
+
+    from sop_engine.language.build import KEYS
+    from sop_engine.language.source import load_source
+
+    used: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            used.update(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted((DEFINITIONS / "examples").glob(f"*{SOP_SUFFIX}")):
+        walk(load_source(path).data)
+    every = set().union(*KEYS.values())
+    assert every - used == set()
