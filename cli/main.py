@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
+from cli.demo import run_demo
 from notifications.catalogue import template_names
-from sop_engine.errors import DefinitionError, NotFound
+from sop_engine.errors import ConfigurationError, DefinitionError, NotFound
 from sop_engine.language.compiler import SopLibrary, compile_paths
 from sop_engine.language.diagram import mermaid
+from sop_engine.persistence.db import make_engine
+from sop_engine.persistence.migrate import current_revision, head_revision, upgrade
 from sop_engine.settings import get_settings
+from sop_engine.timeline.entries import verify_timelines
 
 __all__ = ["cli", "main"]
 
@@ -83,6 +91,91 @@ def diagram(ref: str, paths: tuple[Path, ...]) -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(mermaid(sop.spec), nl=False)
+
+
+@cli.group()
+def db() -> None:
+    """The database (SOP_ENGINE_DATABASE_URL, by default SQLite in SOP_ENGINE_DATA_DIR)."""
+
+
+def _engine() -> Engine:
+    try:
+        return make_engine(get_settings().resolved_database_url())
+    except ConfigurationError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+@contextmanager
+def _database(engine: Engine) -> Iterator[None]:
+    """Report a database that cannot be reached in one line, and always close the pool."""
+    try:
+        yield
+    except OperationalError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        click.echo(f"cannot use the database at {shown}: {exc.orig}", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database's schema to this version's head; print the revision reached."""
+    engine = _engine()
+    with _database(engine):
+        upgrade(engine)
+        revision = current_revision(engine)
+    click.echo(revision)
+    click.echo(f"{engine.url.render_as_string(hide_password=True)} is up to date.", err=True)
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's schema revision ("none" before the first upgrade)."""
+    engine = _engine()
+    with _database(engine):
+        revision = current_revision(engine)
+    click.echo(revision or "none")
+    head = head_revision()
+    if revision != head:
+        click.echo(f"this version's schema is {head}; run 'sop-engine db upgrade'", err=True)
+
+
+@cli.command()
+def demo() -> None:
+    """A complete synthetic cross-border referral on a temporary database, intake to closure,
+    with a missed deadline and its escalation; prints the timeline and verifies its chain."""
+    ok = run_demo(get_settings().sop_dir, template_names(), click.echo)
+    sys.exit(0 if ok else 1)
+
+
+@cli.group()
+def timeline() -> None:
+    """Referral timelines: hash-chained, so that a rewritten history shows."""
+
+
+@timeline.command("verify")
+@click.option("--referral", "case_code", metavar="CODE", help="Only this referral's timeline.")
+def timeline_verify(case_code: str | None) -> None:
+    """Recompute every timeline's hash chain; name the first entry that does not match."""
+    engine = _engine()
+    with _database(engine), engine.connect() as conn:
+        checks = verify_timelines(conn, case_code)
+    if case_code is not None and not checks:
+        click.echo(f"no referral {case_code}", err=True)
+        sys.exit(1)
+    broken = [c for c in checks if not c.ok]
+    for c in checks:
+        if c.broken is None:
+            click.echo(f"{c.case_code}: ok ({c.entries} entries)")
+        else:
+            click.echo(
+                f"{c.case_code}: BROKEN at entry {c.broken.entry_id} "
+                f"(position {c.broken.index + 1} of {c.entries}): {c.broken.reason}"
+            )
+    click.echo(f"{len(checks)} timeline(s) checked, {len(broken)} broken.", err=True)
+    sys.exit(1 if broken else 0)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ subclasses the builtin it resembles, so that an existing ``except ValueError`` o
     │   ├── RoleNotAllowed (PermissionError) the actor's role or agency may not fire it
     │   └── MissingFacts                    the target state requires facts not yet known
     ├── ConsentMissing (PermissionError)    a disclosure lacks a covering, unexpired grant
+    ├── InvalidInput (ValueError)           a request's data is wrong; ``field`` names where
+    │   └── IdempotencyKeyReused            the key was used before for another request
     ├── ConcurrentChange (RuntimeError)     someone else changed the referral first
     ├── NotFound (LookupError)              no such SOP, referral, timer or grant
     ├── ConfigurationError (ValueError)     the settings cannot work (missing master key, …)
@@ -31,6 +33,8 @@ __all__ = [
     "ConsentMissing",
     "DefinitionError",
     "GuardFailed",
+    "IdempotencyKeyReused",
+    "InvalidInput",
     "MissingFacts",
     "NotFound",
     "Problem",
@@ -107,6 +111,18 @@ class MissingFacts(TransitionNotAllowed):
 
 class ConsentMissing(SopEngineError, PermissionError):
     """A disclosure is not covered by an unexpired consent grant, nor by a valid override."""
+
+
+class InvalidInput(SopEngineError, ValueError):
+    """A request's data is wrong. ``field`` names the field at fault, when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An idempotency key was sent again with a different request."""
 
 
 class ConcurrentChange(SopEngineError, RuntimeError):

@@ -1,18 +1,31 @@
 """One settings object for the whole engine, read from ``SOP_ENGINE_*`` environment variables.
 
-Defaults work on a laptop: an SQLite database in ``./data`` and the SOP library shipped
-with the package.
+Defaults work on a laptop: an SQLite database in ``./data``, a development master key kept
+next to it, and the SOP library shipped with the package. In production the master key must
+come from ``SOP_ENGINE_MASTER_KEY``; the engine refuses to start without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "default_sop_dir", "get_settings"]
+from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.errors import ConfigurationError
+from sop_engine.persistence.db import default_database_url
+
+__all__ = ["DEV_KEY_FILE", "Settings", "default_sop_dir", "get_settings"]
+
+DEV_KEY_FILE = "master.key"
+"""Name of the development master key file in the data folder."""
 
 
 def default_sop_dir() -> Path:
@@ -23,10 +36,63 @@ def default_sop_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOP_ENGINE_", extra="ignore")
 
+    environment: Literal["development", "production"] = "development"
+    """``production`` refuses settings that are only safe on a laptop."""
     data_dir: Path = Path("data")
     """Where the embedded SQLite database and other local state live."""
     sop_dir: Path = default_sop_dir()
     """Where the SOP library is read from."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the database; by default an SQLite file in ``data_dir``."""
+    master_key: SecretStr | None = None
+    """Master keys that wrap case keys, ``KEYID:BASE64URL`` comma-separated, current first."""
+
+    def resolved_database_url(self) -> str:
+        """``database_url``, or the embedded SQLite database in ``data_dir``."""
+        return self.database_url or default_database_url(self.data_dir)
+
+    def keyring(self) -> MasterKeyring:
+        """The master keys: from ``master_key``; in development, without it, from a key file
+        in ``data_dir`` made on first use (mode 0600).
+
+        :raises ConfigurationError: in production without ``master_key``, or when a key
+            setting cannot be read. Messages never contain key material.
+        """
+        if self.master_key is not None:
+            return MasterKeyring.from_setting(self.master_key.get_secret_value())
+        if self.environment == "production":
+            raise ConfigurationError(
+                "SOP_ENGINE_MASTER_KEY must be set in production: the development key file "
+                "lives next to the data it protects. Make a key with MasterKey.generate() "
+                "and keep it in the deployment's secret store."
+            )
+        return _development_keyring(self.data_dir / DEV_KEY_FILE)
+
+
+def _development_keyring(path: Path) -> MasterKeyring:
+    if not path.exists():
+        _create_key_file(path)
+    try:
+        return MasterKeyring.from_setting(path.read_text(encoding="ascii"))
+    except (ConfigurationError, UnicodeDecodeError) as exc:
+        reason = str(exc) if isinstance(exc, ConfigurationError) else "it is not ASCII text"
+        raise ConfigurationError(f"the development key file {path} is unusable: {reason}") from None
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a fresh key under a temporary name, then link it into place: the key file
+    appears whole or not at all, and a process that loses the race reads the winner's key."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(MasterKey.generate("dev1").to_setting() + "\n")
+        os.chmod(staging, 0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(staging, path)
+    finally:
+        staging.unlink()
 
 
 @cache

@@ -1,14 +1,99 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package.
+
+Databases: ``sqlite_engine`` and ``postgres_engine`` are migrated engines on a fresh database
+for each test; ``engine`` runs a test once on each. PostgreSQL tests use a schema of their own
+on the server at ``SOP_ENGINE_TEST_POSTGRES_URL`` (default: the local one, database ``test``)
+and are skipped when it cannot be reached, except in CI (``CI=true``), where they fail.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from sop_engine.persistence.db import make_engine
+from sop_engine.persistence.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'db' / 'sop_engine.sqlite3'}"
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Engine]:
+    """An engine on the test server's database, for creating and dropping schemas."""
+    url = make_url(os.environ.get("SOP_ENGINE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    admin = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except SQLAlchemyError as exc:
+        admin.dispose()
+        shown = url.render_as_string(hide_password=True)
+        message = f"PostgreSQL not reachable at {shown}: {getattr(exc, 'orig', exc)}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Engine) -> Iterator[str]:
+    """A URL whose connections work in a fresh schema, dropped after the test."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with postgres_server.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url: URL = postgres_server.url.update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with postgres_server.begin() as connection:
+        connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """A migrated engine on SQLite, then on PostgreSQL: the test runs once on each."""
+    fixture = "sqlite_engine" if request.param == "sqlite" else "postgres_engine"
+    engine: Engine = request.getfixturevalue(fixture)
+    return engine

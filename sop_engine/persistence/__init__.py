@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 tables, database engines and Alembic migrations."""

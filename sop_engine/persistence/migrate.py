@@ -1,0 +1,54 @@
+"""Schema migrations, applied from code: ``upgrade(engine)`` is what ``sop-engine db upgrade``
+and the service's start-up run. The Alembic scripts ship in the package
+(:mod:`sop_engine.persistence.migrations`); no ``alembic.ini`` is needed.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+
+__all__ = ["MIGRATIONS", "alembic_config", "current_revision", "head_revision", "upgrade"]
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+"""The Alembic script folder: ``env.py``, ``script.py.mako`` and ``versions/``."""
+
+_ALEMBIC = threading.Lock()
+"""Alembic keeps the running migration's context in a module global: one at a time."""
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic configuration for the shipped scripts, running on ``connection`` if given."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database's schema to ``revision``, in one transaction; a no-op when it is
+    there already. Safe to run from several processes, and threads, at once."""
+    with _ALEMBIC, engine.connect() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or ``None`` before the first upgrade."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of the engine."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration scripts in {MIGRATIONS / 'versions'}")
+    return head

@@ -1,0 +1,322 @@
+"""The tables. Every row the engine keeps about a referral, and nothing that identifies a
+survivor in clear: identifying facts live only in ``referrals.sealed``, encrypted with the
+case's own key (``case_keys``), so that deleting that one key row erases them everywhere.
+
+All timestamps are timezone-aware UTC (:class:`UtcDateTime`), on SQLite as on PostgreSQL.
+Only :mod:`sop_engine.runtime` writes these tables, through ``fire`` and its siblings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Base",
+    "CaseKey",
+    "ConsentGrant",
+    "ConsentWithdrawal",
+    "Disclosure",
+    "IdempotencyRecord",
+    "OutboxMessage",
+    "Referral",
+    "Task",
+    "TimelineEntry",
+    "Timer",
+    "UtcDateTime",
+    "table",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored and returned as timezone-aware UTC; naive datetimes are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: Json,
+        list[Any]: Json,
+    }
+
+
+class Referral(Base):
+    """One referral, pinned to one SOP version for life."""
+
+    __tablename__ = "referrals"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_code: Mapped[str] = mapped_column(String(32), unique=True)
+    sop_key: Mapped[str] = mapped_column(String(100))
+    sop_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped by every change; a change made against a stale version is a conflict."""
+    origin_country: Mapped[str] = mapped_column(String(2))
+    destination_country: Mapped[str] = mapped_column(String(2))
+    owner_agency_id: Mapped[str] = mapped_column(String(100))
+    """The agency managing the case; it created the referral."""
+    agencies: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Agency slot of the SOP -> agency id filling it for this referral."""
+    facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Facts the SOP does not mark identifying."""
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Identifying facts, sealed with the case key (AES-GCM, the referral id as associated data)."""
+    sealed_fields: Mapped[list[Any]] = mapped_column(default=list)
+    """Names (never values) of the identifying facts that are set."""
+    incident_at: Mapped[datetime | None]
+    disclosed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    erased_at: Mapped[datetime | None]
+    timeline_seq: Mapped[int] = mapped_column(Integer, default=0)
+    """Sequence number of the last timeline entry."""
+    head_hash: Mapped[str] = mapped_column(String(64))
+    """Hash of the last timeline entry (the chain's head)."""
+
+    __table_args__ = (Index("ix_referrals_sop", "sop_key", "sop_version", "state"),)
+
+
+class CaseKey(Base):
+    """The referral's data key, wrapped by a master key. Deleting this row erases the case."""
+
+    __tablename__ = "case_keys"
+
+    referral_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("referrals.id", ondelete="CASCADE"), primary_key=True
+    )
+    master_key_id: Mapped[str] = mapped_column(String(64))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class TimelineEntry(Base):
+    """An append-only, hash-chained record of everything that happened to a referral."""
+
+    __tablename__ = "timeline_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[str] = mapped_column(String(64))
+    actor_agency_id: Mapped[str | None] = mapped_column(String(100))
+    event: Mapped[str | None] = mapped_column(String(200))
+    from_state: Mapped[str | None] = mapped_column(String(200))
+    to_state: Mapped[str | None] = mapped_column(String(200))
+    consent_grant_id: Mapped[str | None] = mapped_column(String(36))
+    disclosed_to: Mapped[str | None] = mapped_column(String(100))
+    """Agency id that received data in this step, if any."""
+    disclosed_fields: Mapped[list[Any]] = mapped_column(default=list)
+    """Names of the fields disclosed, never their values."""
+    override: Mapped[bool] = mapped_column(Boolean, default=False)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("referral_id", "seq"),)
+
+
+class Timer(Base):
+    """A durable deadline timer: one row per escalation level of a deadline of a state."""
+
+    __tablename__ = "timers"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    state: Mapped[str] = mapped_column(String(200))
+    deadline: Mapped[str] = mapped_column(String(64))
+    level: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime]
+    deadline_due_at: Mapped[datetime]
+    """When the deadline itself passes (level 1 may be later, never earlier)."""
+    created_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    fired_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_timers_due", "fired_at", "due_at"),
+        Index("ix_timers_referral", "referral_id", "state"),
+    )
+
+
+class Task(Base):
+    """Work asked of an agency; opened when a state is entered, closed when it is left."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    state: Mapped[str | None] = mapped_column(String(200))
+    """The state that opened it; None for tasks outside the state graph (withdrawal notices)."""
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(64))
+    agency_slot: Mapped[str | None] = mapped_column(String(64))
+    agency_id: Mapped[str | None] = mapped_column(String(100))
+    ask: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    """open, done (the state was left by an event), cancelled (left by revoke or withdrawal)."""
+    due_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by_event: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_tasks_agency", "agency_id", "status"),
+        Index("ix_tasks_referral", "referral_id", "status"),
+    )
+
+
+class OutboxMessage(Base):
+    """A notification to send: written in the transaction that caused it, sent later.
+
+    ``id`` is the message id receivers use to drop duplicates (delivery is at least once).
+    ``context`` holds what the template may show: case code, what is asked, by when; never a
+    name, a contact detail or an incident detail.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    template: Mapped[str] = mapped_column(String(64))
+    recipient_role: Mapped[str] = mapped_column(String(64))
+    recipient_agency_id: Mapped[str | None] = mapped_column(String(100))
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, sent, dead (kept failing; an incident is on the timeline)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_outbox_pending", "status", "next_attempt_at"),)
+
+
+class ConsentGrant(Base):
+    """Consent given, for a scope: purpose, recipient, data categories, country, expiry."""
+
+    __tablename__ = "consent_grants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    scope: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(Text)
+    recipient_slot: Mapped[str] = mapped_column(String(64))
+    recipient_agency_id: Mapped[str | None] = mapped_column(String(100))
+    data_categories: Mapped[list[Any]] = mapped_column(default=list)
+    country: Mapped[str] = mapped_column(String(11))
+    given_by: Mapped[str] = mapped_column(String(32))
+    """survivor, caregiver, trusted_adult or caseworker (the child's best interest)."""
+    assent: Mapped[str] = mapped_column(String(16))
+    """The child's assent: none, verbal, written or not_required."""
+    survivor_age: Mapped[int] = mapped_column(Integer)
+    granted_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    recorded_by: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (Index("ix_consent_grants_referral", "referral_id", "scope"),)
+
+
+class ConsentWithdrawal(Base):
+    """A grant withdrawn: later disclosures under it are refused."""
+
+    __tablename__ = "consent_withdrawals"
+
+    grant_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("consent_grants.id"), primary_key=True
+    )
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    withdrawn_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(100))
+
+
+class Disclosure(Base):
+    """Who holds which data of a referral, and under which grant or override."""
+
+    __tablename__ = "disclosures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    agency_slot: Mapped[str] = mapped_column(String(64))
+    agency_id: Mapped[str] = mapped_column(String(100))
+    grant_id: Mapped[str | None] = mapped_column(String(36))
+    override: Mapped[bool] = mapped_column(Boolean, default=False)
+    fields: Mapped[list[Any]] = mapped_column(default=list)
+    at: Mapped[datetime]
+    timeline_seq: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_disclosures_referral", "referral_id"),)
+
+
+class IdempotencyRecord(Base):
+    """The first result of a request made with an idempotency key, returned on every retry."""
+
+    __tablename__ = "idempotency_keys"
+
+    actor_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for the runtime's Core statements."""
+    found = model.__table__
+    assert isinstance(found, Table)
+    return found

@@ -1,0 +1,314 @@
+"""One change to one referral, planned in memory and written in one go.
+
+A :class:`Change` is opened on a referral row read inside a transaction. Callers record what
+happens (timeline entries, a state left and entered, facts, tasks, timers, notifications,
+disclosures); :meth:`Change.write` then claims the referral with a conditional update on its
+version (a concurrent change makes that update match no row, and the whole transaction is
+refused as a conflict, never a lost update) and inserts everything else.
+
+Only the runtime uses this; it is the single place that writes a referral's state,
+timeline, timers, tasks and outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, update
+
+from sop_engine.errors import ConcurrentChange
+from sop_engine.language.spec import HANDOFF_STAGES, SopSpec, StateSpec
+from sop_engine.persistence.models import (
+    Disclosure,
+    OutboxMessage,
+    Referral,
+    Task,
+    TimelineEntry,
+    Timer,
+    table,
+)
+from sop_engine.timeline.chain import entry_hash
+from sop_engine.timeline.entries import EntryDraft, entry_content
+
+__all__ = ["Change", "anchor_time", "recipient_agency"]
+
+_R = table(Referral)
+_T = table(TimelineEntry)
+_TM = table(Timer)
+_TK = table(Task)
+_O = table(OutboxMessage)
+_D = table(Disclosure)
+
+COORDINATOR = "coordinator"
+"""The one role not attached to an agency of the referral: its notifications go to the
+coordinators of the SOP, whoever they are."""
+
+
+def anchor_time(
+    ref: Row[Any], facts: Mapping[str, Any], anchor: str, now: datetime
+) -> datetime | None:
+    """When a deadline starts: on entering the state, or at a referral timestamp or fact."""
+    if anchor == "entered":
+        return now
+    if anchor in ("incident_at", "disclosed_at", "created_at"):
+        value: datetime | None = getattr(ref, anchor)
+        return value
+    raw = facts.get(anchor)
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+
+
+def recipient_agency(
+    spec: SopSpec, state: StateSpec | None, role: str, agencies: Mapping[str, Any], owner: str
+) -> str | None:
+    """The agency a role acts for in a state: the agency of the state's task or handoff for
+    that role, no agency for the coordinator, and otherwise the agency managing the case."""
+    if state is not None:
+        for task in state.tasks.values():
+            if task.role == role and task.agency is not None:
+                found = agencies.get(task.agency)
+                return str(found) if found is not None else None
+    if role == COORDINATOR:
+        return None
+    return owner
+
+
+@dataclass
+class Change:
+    """The plan of one transaction on one referral (see the module docstring)."""
+
+    conn: Connection
+    ref: Row[Any]
+    spec: SopSpec
+    now: datetime
+    state: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    agencies: dict[str, Any] = field(default_factory=dict)
+    sealed: bytes | None = None
+    sealed_fields: list[str] = field(default_factory=list)
+    closed_at: datetime | None = None
+    seq: int = 0
+    head: str = ""
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    statements: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, conn: Connection, ref: Row[Any], spec: SopSpec, now: datetime) -> Change:
+        return cls(
+            conn=conn,
+            ref=ref,
+            spec=spec,
+            now=now,
+            state=ref.state,
+            facts=dict(ref.facts or {}),
+            agencies=dict(ref.agencies or {}),
+            sealed=ref.sealed,
+            sealed_fields=list(ref.sealed_fields or ()),
+            closed_at=ref.closed_at,
+            seq=ref.timeline_seq,
+            head=ref.head_hash,
+        )
+
+    # -- timeline ---------------------------------------------------------------------------
+
+    def record(self, draft: EntryDraft) -> tuple[int, str]:
+        """Chain one timeline entry; return its sequence number and hash."""
+        self.seq += 1
+        values: dict[str, Any] = {
+            "referral_id": self.ref.id,
+            "seq": self.seq,
+            "at": self.now,
+            "kind": draft.kind,
+            "actor_id": draft.actor.id,
+            "actor_role": draft.actor.role,
+            "actor_agency_id": draft.actor.agency_id,
+            "event": draft.event,
+            "from_state": draft.from_state,
+            "to_state": draft.to_state,
+            "consent_grant_id": draft.consent_grant_id,
+            "disclosed_to": draft.disclosed_to,
+            "disclosed_fields": list(draft.disclosed_fields),
+            "override": draft.override,
+            "details": dict(draft.details),
+        }
+        digest = entry_hash(self.head, entry_content(values))
+        values["prev_hash"], values["hash"] = self.head, digest
+        self.head = digest
+        self.entries.append(values)
+        return self.seq, digest
+
+    # -- rows written with the change ------------------------------------------------------
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def notify(
+        self, template: str, role: str, agency_id: str | None, context: Mapping[str, Any]
+    ) -> str:
+        message_id = str(uuid.uuid4())
+        self.add(
+            "outbox",
+            {
+                "id": message_id,
+                "referral_id": self.ref.id,
+                "template": template,
+                "recipient_role": role,
+                "recipient_agency_id": agency_id,
+                "context": {"case_code": self.ref.case_code, **context},
+                "created_at": self.now,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": self.now,
+            },
+        )
+        return message_id
+
+    def disclose(
+        self, slot: str, agency_id: str, grant_id: str | None, override: bool, fields: Sequence[str]
+    ) -> None:
+        self.add(
+            "disclosures",
+            {
+                "referral_id": self.ref.id,
+                "agency_slot": slot,
+                "agency_id": agency_id,
+                "grant_id": grant_id,
+                "override": override,
+                "fields": list(fields),
+                "at": self.now,
+                "timeline_seq": self.seq,
+            },
+        )
+
+    # -- moving between states -------------------------------------------------------------
+
+    def leave(self, event: str | None, *, cancel: bool = False) -> None:
+        """Close the tasks and drop the unfired timers of the current state."""
+        old = self.spec.states.get(self.state)
+        if old is None:
+            return
+        if old.tasks or old.handoff:
+            self.statements.append(
+                update(_TK)
+                .where(
+                    _TK.c.referral_id == self.ref.id,
+                    _TK.c.state == old.name,
+                    _TK.c.status == "open",
+                )
+                .values(
+                    status="cancelled" if cancel else "done",
+                    closed_at=self.now,
+                    closed_by_event=event,
+                )
+            )
+        if old.deadlines:
+            self.statements.append(
+                delete(_TM).where(
+                    _TM.c.referral_id == self.ref.id,
+                    _TM.c.state == old.name,
+                    _TM.c.fired_at.is_(None),
+                )
+            )
+
+    def enter(self, state: str) -> None:
+        """Open the tasks and start the deadline timers of ``state``."""
+        self.state = state
+        spec = self.spec.states[state]
+        if spec.final:
+            self.closed_at = self.now
+        deadlines_due: dict[str, datetime] = {}
+        for d in spec.deadlines.values():
+            start = anchor_time(self.ref, self.facts, d.anchor, self.now)
+            if start is None:
+                continue
+            due = start + d.after
+            deadlines_due[d.name] = due
+            for lv in d.escalation:
+                self.add(
+                    "timers",
+                    {
+                        "referral_id": self.ref.id,
+                        "state": state,
+                        "deadline": d.name,
+                        "level": lv.level,
+                        "due_at": due + lv.after,
+                        "deadline_due_at": due,
+                        "created_at": self.now,
+                    },
+                )
+        first_due = min(deadlines_due.values(), default=None)
+        for task in spec.tasks.values():
+            agency = self.agencies.get(task.agency) if task.agency else self.ref.owner_agency_id
+            self.add(
+                "tasks",
+                {
+                    "id": str(uuid.uuid4()),
+                    "referral_id": self.ref.id,
+                    "state": state,
+                    "name": task.name,
+                    "role": task.role,
+                    "agency_slot": task.agency,
+                    "agency_id": agency,
+                    "ask": task.ask,
+                    "status": "open",
+                    "due_at": deadlines_due.get(task.name, first_due),
+                    "created_at": self.now,
+                },
+            )
+
+    def missing_anchors(self, state: str) -> list[str]:
+        """Deadlines of ``state`` that cannot start because their timestamp is unknown."""
+        spec = self.spec.states[state]
+        return [
+            d.name
+            for d in spec.deadlines.values()
+            if anchor_time(self.ref, self.facts, d.anchor, self.now) is None
+        ]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, *, bump: bool = True) -> int:
+        """Claim the referral at the version it was read at, then write everything; return the
+        new version. Raise :class:`ConcurrentChange` if the referral changed meanwhile."""
+        version = self.ref.version + 1 if bump else self.ref.version
+        result = self.conn.execute(
+            update(_R)
+            .where(_R.c.id == self.ref.id, _R.c.version == self.ref.version)
+            .values(
+                state=self.state,
+                version=version,
+                facts=self.facts,
+                agencies=self.agencies,
+                sealed=self.sealed,
+                sealed_fields=self.sealed_fields,
+                closed_at=self.closed_at,
+                updated_at=self.now,
+                timeline_seq=self.seq,
+                head_hash=self.head,
+            )
+        )
+        if int(result.rowcount) != 1:
+            raise ConcurrentChange(
+                f"referral {self.ref.case_code} was changed by someone else; read it again",
+                current_version=None,
+            )
+        for statement in self.statements:
+            self.conn.execute(statement)
+        if self.entries:
+            self.conn.execute(_T.insert(), self.entries)
+        tables = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D}
+        for name, rows in self.rows.items():
+            self.conn.execute(tables[name].insert(), rows)
+        return int(version)
+
+
+def handoff_stage(spec: SopSpec, state: str) -> tuple[str, str] | None:
+    """(handoff name, stage) when ``state`` is a stage of a handoff."""
+    s = spec.states.get(state)
+    if s is None or s.handoff is None or s.stage not in HANDOFF_STAGES:
+        return None
+    return s.handoff, s.stage

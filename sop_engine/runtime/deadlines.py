@@ -1,0 +1,180 @@
+"""Deadline timers for the escalation sweep: claim due timers exactly once, fire each level.
+
+Timers are rows written by the transition that enters a state (one per escalation level of
+each deadline) and deleted by the one that leaves it. A sweep :func:`claim_due_timers`
+leases a batch of due rows; concurrent sweeps get disjoint batches (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL; on SQLite the claim runs inside ``BEGIN IMMEDIATE``, which admits one
+writer at a time). A claim whose sweep died comes back once its lease runs out.
+:func:`fire_escalation` then notifies the level's roles, records it on the timeline and, if
+the level says so, fires an event, all in one transaction that also marks the timer fired;
+it does nothing if the timer was fired already or the referral has left the state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from sop_engine.errors import SopEngineError
+from sop_engine.persistence.db import is_postgres
+from sop_engine.persistence.models import Referral, Timer, table
+from sop_engine.runtime.actors import SYSTEM
+from sop_engine.runtime.change import Change, recipient_agency
+from sop_engine.runtime.fire import fire_as_system
+from sop_engine.runtime.services import Services
+from sop_engine.timeline.entries import EntryDraft
+
+__all__ = [
+    "DEFAULT_LEASE",
+    "EscalationOutcome",
+    "TimerClaim",
+    "claim_due_timers",
+    "default_worker",
+    "fire_escalation",
+]
+
+_TM = table(Timer)
+_R = table(Referral)
+
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+def default_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerClaim:
+    """A due timer leased to one worker until ``lease_until``."""
+
+    timer_id: int
+    referral_id: str
+    state: str
+    deadline: str
+    level: int
+    due_at: datetime
+    worker: str
+    lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationOutcome:
+    """What firing one claimed timer did: ``escalated``, ``stale`` (the referral had left the
+    state), ``already_fired`` or ``lost_claim`` (another worker holds it now)."""
+
+    timer_id: int
+    outcome: str
+    case_code: str | None = None
+    fired_event: str | None = None
+    note: str | None = None
+
+
+def claim_due_timers(
+    services: Services,
+    now: datetime | None = None,
+    limit: int = 100,
+    *,
+    worker: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+) -> list[TimerClaim]:
+    """Lease up to ``limit`` due timers to ``worker``; each due timer goes to one caller."""
+    now = now or services.clock.now()
+    worker = worker or default_worker()
+    lease_until = now + lease
+    due = and_(
+        _TM.c.fired_at.is_(None),
+        _TM.c.due_at <= now,
+        or_(_TM.c.lease_until.is_(None), _TM.c.lease_until < now),
+    )
+    query = select(_TM.c.id).where(due).order_by(_TM.c.due_at, _TM.c.id).limit(limit)
+    if is_postgres(services.db):
+        query = query.with_for_update(skip_locked=True)
+    with services.db.begin() as conn:
+        ids = list(conn.scalars(query))
+        if not ids:
+            return []
+        conn.execute(
+            update(_TM)
+            .where(_TM.c.id.in_(ids), due)
+            .values(lease_until=lease_until, claimed_by=worker)
+        )
+        rows = conn.execute(
+            select(_TM).where(
+                _TM.c.id.in_(ids), _TM.c.claimed_by == worker, _TM.c.lease_until == lease_until
+            )
+        ).all()
+    return [
+        TimerClaim(r.id, r.referral_id, r.state, r.deadline, r.level, r.due_at, worker, lease_until)
+        for r in sorted(rows, key=lambda r: (r.due_at, r.id))
+    ]
+
+
+def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
+    """Apply one claimed escalation level, idempotently (see the module docstring)."""
+    with services.db.begin() as conn:
+        timer = conn.execute(select(_TM).where(_TM.c.id == claim.timer_id)).first()
+        if timer is None:
+            return EscalationOutcome(claim.timer_id, "stale", note="the state was left; timer gone")
+        if timer.fired_at is not None:
+            return EscalationOutcome(claim.timer_id, "already_fired")
+        if timer.claimed_by != claim.worker or timer.lease_until != claim.lease_until:
+            return EscalationOutcome(claim.timer_id, "lost_claim")
+        ref = conn.execute(select(_R).where(_R.c.id == timer.referral_id)).one()
+        now = services.clock.now()
+        mark_fired = (
+            update(_TM).where(_TM.c.id == timer.id, _TM.c.fired_at.is_(None)).values(fired_at=now)
+        )
+        if ref.state != timer.state or ref.erased_at is not None:
+            conn.execute(mark_fired)
+            return EscalationOutcome(
+                claim.timer_id, "stale", ref.case_code, note="the referral left the state"
+            )
+        sop = services.sop(ref.sop_key, ref.sop_version)
+        spec = sop.spec
+        state = spec.states[timer.state]
+        deadline = state.deadlines[timer.deadline]
+        level = deadline.escalation[timer.level - 1]
+        change = Change.open(conn, ref, spec, now)
+        details: dict[str, Any] = {
+            "deadline": deadline.name,
+            "level": level.level,
+            "due_at": timer.deadline_due_at.isoformat(),
+            "notified": list(level.notify),
+        }
+        ask = next((t.ask for t in state.tasks.values()), deadline.description)
+        for role in level.notify:
+            change.notify(
+                level.template,
+                role,
+                recipient_agency(spec, state, role, change.agencies, ref.owner_agency_id),
+                {
+                    "event": "escalation",
+                    "state": state.handoff or state.name,
+                    "deadline": deadline.name,
+                    "level": level.level,
+                    "ask": ask,
+                    "due_at": timer.deadline_due_at.isoformat(),
+                },
+            )
+        fired_event = None
+        note = None
+        if level.fire is not None:
+            try:
+                fired_event = fire_as_system(
+                    conn, services, change, sop=sop, event=level.fire, details=details
+                )
+            except SopEngineError as exc:
+                note = f"could not fire {level.fire!r}: {exc}"
+                details["fire_refused"] = note
+        if fired_event is None:
+            change.record(
+                EntryDraft(kind="escalation", actor=SYSTEM, from_state=ref.state, details=details)
+            )
+        change.write()
+        conn.execute(mark_fired)
+        return EscalationOutcome(claim.timer_id, "escalated", ref.case_code, fired_event, note)

@@ -1,0 +1,139 @@
+"""The runtime's front door: one object holding the database, the SOP library, the keys and
+the clock, with every operation on referrals as a method.
+
+>>> runtime = Runtime(make_engine(url), library, keyring, clock)      # doctest: +SKIP
+>>> view = runtime.create_referral(sop_key="example.corridor", ...)    # doctest: +SKIP
+>>> runtime.fire(view.case_code, "record_consent", caseworker, {...})   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from sop_engine.clock import Clock, SystemClock
+from sop_engine.crypto import MasterKeyring
+from sop_engine.errors import ConcurrentChange
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.models import IdempotencyRecord, table
+from sop_engine.runtime import deadlines, fire, ledger, referrals
+from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim
+from sop_engine.runtime.fire import FireResult
+from sop_engine.runtime.ledger import GrantRecord
+from sop_engine.runtime.referrals import ReferralView
+from sop_engine.runtime.services import Services
+from sop_engine.timeline.entries import TimelineCheck, verify_timelines
+
+__all__ = ["Runtime"]
+
+_I = table(IdempotencyRecord)
+
+
+class Runtime:
+    """Every operation on referrals; each method is one database transaction."""
+
+    def __init__(
+        self, db: Engine, library: SopLibrary, keyring: MasterKeyring, clock: Clock | None = None
+    ) -> None:
+        self.services = Services(db, library, keyring, clock or SystemClock())
+
+    @property
+    def db(self) -> Engine:
+        return self.services.db
+
+    @property
+    def clock(self) -> Clock:
+        return self.services.clock
+
+    @property
+    def library(self) -> SopLibrary:
+        return self.services.library
+
+    def create_referral(self, **kwargs: Any) -> ReferralView:
+        return referrals.create_referral(self.services, **kwargs)
+
+    def read_referral(
+        self, case_code: str, *, actor: Actor | None = None, reveal_identifying: bool = False
+    ) -> ReferralView:
+        return referrals.read_referral(
+            self.services, case_code, actor=actor, reveal_identifying=reveal_identifying
+        )
+
+    def fire(
+        self,
+        case_code: str,
+        event: str,
+        actor: Actor,
+        payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        *,
+        expected_version: int | None = None,
+    ) -> FireResult:
+        """See :func:`sop_engine.runtime.fire.fire`. A race lost on the database's unique
+        constraints is a conflict; with an idempotency key, the winner's result is returned."""
+        try:
+            return fire.fire(
+                self.services, case_code, event, actor, payload, idempotency_key,
+                expected_version=expected_version,
+            )  # fmt: skip
+        except IntegrityError:
+            if idempotency_key is not None:
+                with self.db.connect() as conn:
+                    seen = conn.execute(
+                        select(_I.c.result).where(
+                            _I.c.actor_id == actor.id, _I.c.key == idempotency_key
+                        )
+                    ).first()
+                if seen is not None:
+                    return FireResult.from_json(seen.result, replayed=True)
+            raise ConcurrentChange(
+                f"referral {case_code} was changed by someone else; read it again"
+            ) from None
+
+    def grant_consent(self, case_code: str, **kwargs: Any) -> GrantRecord:
+        return ledger.grant_consent(self.services, case_code, **kwargs)
+
+    def withdraw_consent(self, case_code: str, grant_id: str, actor: Actor) -> list[str]:
+        return ledger.withdraw_consent(self.services, case_code, grant_id, actor)
+
+    def acknowledge_withdrawal(self, case_code: str, actor: Actor) -> int:
+        return ledger.acknowledge_withdrawal(self.services, case_code, actor)
+
+    def list_grants(self, case_code: str) -> list[GrantRecord]:
+        return ledger.list_grants(self.services, case_code)
+
+    def erase(self, case_code: str, actor: Actor) -> None:
+        referrals.erase_referral(self.services, case_code, actor)
+
+    def claim_due_timers(
+        self,
+        now: datetime | None = None,
+        limit: int = 100,
+        *,
+        worker: str | None = None,
+        lease: timedelta = deadlines.DEFAULT_LEASE,
+    ) -> list[TimerClaim]:
+        return deadlines.claim_due_timers(self.services, now, limit, worker=worker, lease=lease)
+
+    def fire_escalation(self, claim: TimerClaim) -> EscalationOutcome:
+        try:
+            return deadlines.fire_escalation(self.services, claim)
+        except (ConcurrentChange, IntegrityError):
+            # The referral changed under us; the claim's lease runs out and a later sweep
+            # tries again, and does nothing if the state was left meanwhile.
+            return EscalationOutcome(
+                claim.timer_id, "conflict", note="the referral changed; retried later"
+            )
+
+    def sweep(self, limit: int = 100, *, worker: str | None = None) -> list[EscalationOutcome]:
+        """Claim due timers and fire each: one batch of the escalation sweep."""
+        return [self.fire_escalation(c) for c in self.claim_due_timers(limit=limit, worker=worker)]
+
+    def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
+        with self.db.connect() as conn:
+            return verify_timelines(conn, case_code)

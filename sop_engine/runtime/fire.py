@@ -1,0 +1,417 @@
+"""``fire``: the one entry point for every change of a referral's state.
+
+In one database transaction it checks the actor's role and agency, the guard, the facts the
+target state requires and the consent (or override) behind any disclosure; moves the state
+through the SOP version's one machine; bumps the referral's version (a concurrent change is
+a conflict, never a lost update); appends a hash-chained timeline entry; stops the timers and
+closes the tasks of the state it leaves and starts those of the state it enters; and writes
+the notifications the SOP names to the outbox. With an idempotency key seen before, it
+returns the first result and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from sop_engine.errors import (
+    ConcurrentChange,
+    ConsentMissing,
+    IdempotencyKeyReused,
+    InvalidInput,
+    MissingFacts,
+    NotFound,
+    TransitionNotAllowed,
+)
+from sop_engine.language.compiler import CompiledSop
+from sop_engine.language.spec import SopSpec, TransitionSpec
+from sop_engine.persistence.models import (
+    IdempotencyRecord,
+    Referral,
+    table,
+)
+from sop_engine.runtime import consent
+from sop_engine.runtime.actors import SYSTEM, Actor
+from sop_engine.runtime.change import Change, recipient_agency
+from sop_engine.runtime.choice import (
+    PAYLOAD_KEYS,
+    EventRequest,
+    available_events,
+    choose_transition,
+    parse_payload,
+)
+from sop_engine.runtime.disclosure import (
+    categories_of,
+    check_override,
+    handoff_grant_withdrawn,
+    seal_facts,
+    sealed_note,
+)
+from sop_engine.runtime.facts import check_facts, split_identifying
+from sop_engine.runtime.services import Services
+from sop_engine.timeline.chain import canonical_json
+from sop_engine.timeline.entries import EntryDraft
+
+__all__ = [
+    "PAYLOAD_KEYS",
+    "FireResult",
+    "apply_transition",
+    "available_events",
+    "fire",
+    "fire_as_system",
+]
+
+_R = table(Referral)
+_I = table(IdempotencyRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """What a fired event did. ``available_events`` are those the same actor may fire next
+    (by role and agency; their guards are checked when fired)."""
+
+    case_code: str
+    event: str
+    from_state: str
+    state: str
+    version: int
+    available_events: tuple[str, ...]
+    timeline_seq: int
+    timeline_hash: str
+    disclosed_to: str | None = None
+    consent_grant_id: str | None = None
+    override: bool = False
+    warnings: tuple[str, ...] = ()
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("replayed")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, replayed: bool) -> FireResult:
+        values = dict(data)
+        values["available_events"] = tuple(values["available_events"])
+        values["warnings"] = tuple(values.get("warnings", ()))
+        return cls(**values, replayed=replayed)
+
+
+def _request_hash(case_code: str, event: str, payload: Mapping[str, Any] | None) -> str:
+    body = canonical_json({"case_code": case_code, "event": event, "payload": dict(payload or {})})
+    return hashlib.sha256(body).hexdigest()
+
+
+def apply_transition(
+    conn: Connection,
+    services: Services,
+    change: Change,
+    *,
+    sop: CompiledSop,
+    t: TransitionSpec,
+    request: EventRequest,
+    facts: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Apply chosen transition ``t`` to ``change``; return what the timeline entry says."""
+    spec, ref, now = sop.spec, change.ref, change.now
+    plain, identifying = split_identifying(spec, facts)
+    change.facts.update(plain)
+    if identifying:
+        seal_facts(conn, services, change, identifying)
+
+    target = spec.states[t.target]
+    known = {k for k, v in change.facts.items() if v is not None} | set(change.sealed_fields)
+    missing = [f for f in target.requires if f not in known]
+    if missing:
+        raise MissingFacts(
+            f"state {target.name!r} requires {', '.join(missing)} to be known first",
+            missing=missing,
+        )
+
+    blocked = handoff_grant_withdrawn(conn, spec, ref, now)
+    if blocked and not (t.handoff == blocked and t.event.split(".")[-1] in ("revoke", "decline")):
+        raise ConsentMissing(
+            f"consent for handoff {blocked!r} was withdrawn: it can only be revoked or declined now"
+        )
+
+    entry: dict[str, Any] = {"kind": "transition", "details": {}}
+    if t.handoff is not None and t.event.endswith(".decline"):
+        h = spec.handoffs[t.handoff]
+        if request.reason is None and h.reason_required:
+            raise InvalidInput(
+                f"declining needs a reason: one of {', '.join(h.decline_reasons)}", field="reason"
+            )
+        if request.reason is not None and request.reason not in h.decline_reasons:
+            raise InvalidInput(
+                f"reason must be one of {', '.join(h.decline_reasons)}", field="reason"
+            )
+        entry["details"]["reason"] = request.reason
+
+    if t.discloses is not None:
+        slot = t.discloses.to
+        agency_id = change.agencies.get(slot) or request.recipient_agency_id
+        if agency_id is None:
+            raise InvalidInput(
+                f"say which agency receives the referral as {slot!r}: recipient_agency_id",
+                field="recipient_agency_id",
+            )
+        change.agencies[slot] = agency_id
+        grant_id = None
+        if t.override is not None:
+            entry["kind"] = "override"
+            entry["override"] = True
+            entry["details"]["override"] = check_override(t, request)
+            justification = request.override["justification"] if request.override else ""
+            entry["details"]["justification_sealed"] = sealed_note(
+                conn, services, change, justification
+            )
+        else:
+            assert t.consent is not None
+            scope = spec.consent_scopes[t.consent]
+            country = consent.scope_country(
+                spec, scope, ref.origin_country, ref.destination_country
+            )
+            grant = consent.covering_grant(
+                conn,
+                referral_id=ref.id,
+                scope=scope,
+                agency_id=agency_id,
+                country=country,
+                categories=categories_of(spec, t.discloses.fields),
+                now=now,
+            )
+            if grant is None:
+                fields = ", ".join(t.discloses.fields)
+                raise ConsentMissing(
+                    f"{t.event!r} discloses {fields} to {slot!r}: record consent for scope "
+                    f"{scope.name!r} ({scope.purpose}) first; none is given, or it expired or "
+                    "was withdrawn"
+                )
+            grant_id = grant.id
+        entry.update(
+            disclosed_to=agency_id, consent_grant_id=grant_id, disclosed_fields=t.discloses.fields
+        )
+    return entry
+
+
+def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
+    services: Services,
+    case_code: str,
+    event: str,
+    actor: Actor,
+    payload: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    *,
+    expected_version: int | None = None,
+) -> FireResult:
+    """Fire ``event`` on the referral ``case_code`` as ``actor`` (see the module docstring).
+
+    ``payload`` may hold ``facts`` (those the transition ``sets``), ``recipient_agency_id``
+    (the agency receiving a disclosure, when not chosen before), ``reason`` (declining a
+    handoff) and ``override`` (``reason``, ``justification``, ``signed_off_by``,
+    ``signed_off_role``) for a transition that shares data without consent.
+    """
+    request = parse_payload(event, actor, payload)
+    request_hash = _request_hash(case_code, event, payload)
+    with services.db.begin() as conn:
+        if idempotency_key is not None:
+            seen = conn.execute(
+                select(_I).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
+            ).first()
+            if seen is not None:
+                if seen.request_hash != request_hash:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was already used for a different request",
+                        field="Idempotency-Key",
+                    )
+                return FireResult.from_json(seen.result, replayed=True)
+        ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+        if ref is None:
+            raise NotFound(f"no referral {case_code}")
+        if expected_version is not None and ref.version != expected_version:
+            raise ConcurrentChange(
+                f"referral {case_code} is at version {ref.version}, not {expected_version}",
+                current_version=ref.version,
+            )
+        if ref.erased_at is not None:
+            raise TransitionNotAllowed(f"referral {case_code} was erased")
+        sop = services.sop(ref.sop_key, ref.sop_version)
+        spec = sop.spec
+        candidates = spec.transitions_for(ref.state, event)
+        if not candidates:
+            available = available_events(
+                spec, ref.state, actor, ref.owner_agency_id, ref.agencies or {}
+            )
+            known = " (unknown event)" if event not in spec.events else ""
+            raise TransitionNotAllowed(
+                f"{event!r} cannot happen in state {ref.state!r}{known}", available=available
+            )
+        allowed = {f for t in candidates for f in t.sets}
+        new_facts = check_facts(spec, request.facts, allowed)
+        facts = {**(ref.facts or {}), **new_facts}
+        now = services.clock.now()
+        t = choose_transition(conn, sop, ref=ref, request=request, facts=facts, now=now)
+
+        change = Change.open(conn, ref, spec, now)
+        result = _apply(conn, services, change, sop=sop, t=t, request=request, new_facts=new_facts)
+        version = change.write()
+        fired = FireResult(
+            case_code=case_code,
+            event=event,
+            from_state=ref.state,
+            state=change.state,
+            version=version,
+            available_events=available_events(
+                spec, change.state, actor, ref.owner_agency_id, change.agencies
+            ),
+            timeline_seq=result.seq,
+            timeline_hash=result.hash,
+            disclosed_to=result.entry.get("disclosed_to"),
+            consent_grant_id=result.entry.get("consent_grant_id"),
+            override=bool(result.entry.get("override")),
+            warnings=_warnings(change, ref.state),
+        )
+        if idempotency_key is not None:
+            conn.execute(
+                _I.insert().values(
+                    actor_id=actor.id,
+                    key=idempotency_key,
+                    referral_id=ref.id,
+                    request_hash=request_hash,
+                    result=fired.to_json(),
+                    created_at=change.now,
+                )
+            )
+        return fired
+
+
+def _warnings(change: Change, from_state: str) -> tuple[str, ...]:
+    if change.state == from_state:
+        return ()
+    unknown = change.missing_anchors(change.state)
+    return tuple(f"deadline {d!r} not started: its timestamp is unknown" for d in unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    seq: int
+    hash: str
+    entry: dict[str, Any]
+
+
+def _apply(
+    conn: Connection,
+    services: Services,
+    change: Change,
+    *,
+    sop: CompiledSop,
+    t: TransitionSpec,
+    request: EventRequest,
+    new_facts: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    kind: str | None = None,
+) -> _Applied:
+    """Check and apply ``t``, move the state through the machine, record everything."""
+    entry = apply_transition(conn, services, change, sop=sop, t=t, request=request, facts=new_facts)
+    if kind is not None:
+        entry["kind"] = kind
+    entry["details"].update(extra or {})
+
+    class _Holder:
+        state = change.state
+
+    holder = _Holder()
+    sop.machine.events[t.event].trigger(holder, allow=lambda tid: tid == t.id, chosen=[])
+    if holder.state != t.target:
+        raise TransitionNotAllowed(f"the machine refused {t.event!r} from {change.state!r}")
+    seq, digest = _move(change, sop.spec, t, request.actor, entry)
+    return _Applied(seq, digest, entry)
+
+
+def fire_as_system(
+    conn: Connection,
+    services: Services,
+    change: Change,
+    *,
+    sop: CompiledSop,
+    event: str,
+    details: Mapping[str, Any],
+) -> str:
+    """Fire ``event`` for an escalation, inside the escalation's transaction and change."""
+    request = EventRequest(event=event, actor=SYSTEM)
+    t = choose_transition(
+        conn, sop, ref=change.ref, request=request, facts=dict(change.facts), now=change.now
+    )
+    _apply(
+        conn,
+        services,
+        change,
+        sop=sop,
+        t=t,
+        request=request,
+        new_facts={},
+        extra=details,
+        kind="escalation",
+    )
+    return event
+
+
+def _move(
+    change: Change, spec: SopSpec, t: TransitionSpec, actor: Actor, entry: dict[str, Any]
+) -> tuple[int, str]:
+    """Leave, record, enter and notify, in that order."""
+    from_state = change.state
+    moving = t.target != from_state
+    if moving:
+        cancel = t.handoff is not None and t.event.split(".")[-1] in ("revoke", "decline")
+        change.leave(t.event, cancel=cancel)
+    seq_hash = change.record(
+        EntryDraft(
+            kind=entry["kind"],
+            actor=actor,
+            event=t.event,
+            from_state=from_state,
+            to_state=t.target,
+            consent_grant_id=entry.get("consent_grant_id"),
+            disclosed_to=entry.get("disclosed_to"),
+            disclosed_fields=tuple(entry.get("disclosed_fields", ())),
+            override=bool(entry.get("override")),
+            details=entry["details"],
+        )
+    )
+    if t.discloses is not None and entry.get("disclosed_to"):
+        change.disclose(
+            t.discloses.to,
+            entry["disclosed_to"],
+            entry.get("consent_grant_id"),
+            bool(entry.get("override")),
+            t.discloses.fields,
+        )
+    if moving:
+        change.enter(t.target)
+    target = spec.states[t.target]
+    service = spec.handoffs[target.handoff].service if target.handoff else ""
+    due = change.rows.get("tasks", [{}])[0].get("due_at") if moving and target.tasks else None
+    for n in t.notify:
+        agency = change.agencies.get(n.agency) if n.agency else None
+        if n.agency is None:
+            agency = recipient_agency(
+                spec, target, n.to, change.agencies, change.ref.owner_agency_id
+            )
+        change.notify(
+            n.template,
+            n.to,
+            agency,
+            {
+                "event": t.event,
+                "state": t.target,
+                "service": service,
+                "ask": next((task.ask for task in target.tasks.values() if task.role == n.to), ""),
+                "due_at": due.isoformat() if due else None,
+            },
+        )
+    return seq_hash

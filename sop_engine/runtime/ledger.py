@@ -1,0 +1,283 @@
+"""The consent ledger's operations: record a grant, withdraw it, acknowledge a withdrawal.
+
+Each is one transaction that also appends to the referral's timeline. Withdrawing tells
+every agency that already holds data under the grant (a notification and a task asking it to
+acknowledge), and blocks the handoffs that depend on it (see ``fire``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from sop_engine.clock import utc
+from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.language.schema import did_you_mean
+from sop_engine.persistence.models import (
+    ConsentGrant,
+    ConsentWithdrawal,
+    Disclosure,
+    Referral,
+    Task,
+    table,
+)
+from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.change import Change
+from sop_engine.runtime.consent import age_band, check_basis, scope_country
+from sop_engine.runtime.services import Services
+from sop_engine.timeline.entries import EntryDraft
+
+__all__ = [
+    "GrantRecord",
+    "acknowledge_withdrawal",
+    "grant_consent",
+    "list_grants",
+    "withdraw_consent",
+]
+
+_R = table(Referral)
+_G = table(ConsentGrant)
+_W = table(ConsentWithdrawal)
+_D = table(Disclosure)
+_TK = table(Task)
+
+WITHDRAWAL_TEMPLATE = "consent_withdrawn"
+STOP_USING = "Consent was withdrawn: stop using and sharing this case's data, and acknowledge"
+FOCAL_POINT = "agency_focal_point"
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    id: str
+    scope: str
+    purpose: str
+    recipient_slot: str
+    recipient_agency_id: str | None
+    data_categories: tuple[str, ...]
+    country: str
+    given_by: str
+    assent: str
+    age_band: str
+    granted_at: datetime
+    expires_at: datetime | None
+    withdrawn_at: datetime | None
+
+
+def _load(conn: Any, case_code: str) -> Any:
+    ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+    if ref is None:
+        raise NotFound(f"no referral {case_code}")
+    return ref
+
+
+def grant_consent(
+    services: Services,
+    case_code: str,
+    *,
+    scope: str,
+    actor: Actor,
+    given_by: str,
+    survivor_age: int | None = None,
+    assent: str = "not_required",
+    substitute_reason: str | None = None,
+    recipient_agency_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> GrantRecord:
+    """Record consent for one of the SOP's consent scopes.
+
+    The survivor's age decides who may consent (see :mod:`consent`); it is taken from the
+    referral's ``survivor_age`` fact when not given. ``expires_at`` defaults to the scope's
+    ``valid_for``.
+    """
+    with services.db.begin() as conn:
+        ref = _load(conn, case_code)
+        spec = services.sop(ref.sop_key, ref.sop_version).spec
+        found = spec.consent_scopes.get(scope)
+        if found is None:
+            hint = did_you_mean(scope, spec.consent_scopes)
+            raise InvalidInput(
+                f"unknown consent scope {scope!r}" + (f" ({hint})" if hint else ""), field="scope"
+            )
+        age = survivor_age if survivor_age is not None else (ref.facts or {}).get("survivor_age")
+        if not isinstance(age, int) or isinstance(age, bool):
+            raise InvalidInput(
+                "record the survivor's age (survivor_age) before consent: "
+                "who may consent depends on it",
+                field="survivor_age",
+            )
+        band = check_basis(age, given_by, assent, substitute_reason)
+        now = services.clock.now()
+        if expires_at is not None:
+            expires_at = utc(expires_at)
+            if expires_at <= now:
+                raise InvalidInput("expires_at is in the past", field="expires_at")
+        elif found.valid_for is not None:
+            expires_at = now + found.valid_for
+        grant_id = str(uuid.uuid4())
+        country = scope_country(spec, found, ref.origin_country, ref.destination_country)
+        conn.execute(
+            _G.insert().values(
+                id=grant_id,
+                referral_id=ref.id,
+                scope=found.name,
+                purpose=found.purpose,
+                recipient_slot=found.recipient,
+                recipient_agency_id=recipient_agency_id,
+                data_categories=list(found.data_categories),
+                country=country,
+                given_by=given_by,
+                assent=assent,
+                survivor_age=age,
+                granted_at=now,
+                expires_at=expires_at,
+                recorded_by=actor.id,
+            )
+        )
+        change = Change.open(conn, ref, spec, now)
+        change.record(
+            EntryDraft(
+                kind="consent_granted",
+                actor=actor,
+                consent_grant_id=grant_id,
+                details={
+                    "scope": found.name,
+                    "recipient": found.recipient,
+                    "data_categories": list(found.data_categories),
+                    "country": country,
+                    "given_by": given_by,
+                    "assent": assent,
+                    "age_band": band.name,
+                    "substitute": given_by in ("trusted_adult", "caseworker"),
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                },
+            )
+        )
+        change.write()
+    return GrantRecord(grant_id, found.name, found.purpose, found.recipient, recipient_agency_id,
+                       found.data_categories, country, given_by, assent, band.name, now, expires_at,
+                       None)  # fmt: skip
+
+
+def withdraw_consent(services: Services, case_code: str, grant_id: str, actor: Actor) -> list[str]:
+    """Withdraw a grant; return the agencies told (those already holding data under it)."""
+    with services.db.begin() as conn:
+        ref = _load(conn, case_code)
+        grant = conn.execute(
+            select(_G).where(_G.c.id == grant_id, _G.c.referral_id == ref.id)
+        ).first()
+        if grant is None:
+            raise NotFound(f"no consent grant {grant_id} on referral {case_code}")
+        if conn.execute(select(_W.c.grant_id).where(_W.c.grant_id == grant_id)).first() is not None:
+            raise InvalidInput("this consent was already withdrawn", field="grant_id")
+        spec = services.sop(ref.sop_key, ref.sop_version).spec
+        now = services.clock.now()
+        conn.execute(
+            _W.insert().values(
+                grant_id=grant_id, referral_id=ref.id, withdrawn_at=now, recorded_by=actor.id
+            )
+        )
+        holders = sorted(
+            set(
+                conn.scalars(
+                    select(_D.c.agency_id).where(
+                        _D.c.referral_id == ref.id, _D.c.grant_id == grant_id
+                    )
+                )
+            )
+        )
+        change = Change.open(conn, ref, spec, now)
+        state = spec.states.get(ref.state)
+        pending = state.handoff if state is not None and state.handoff else None
+        change.record(
+            EntryDraft(
+                kind="consent_withdrawn",
+                actor=actor,
+                consent_grant_id=grant_id,
+                details={"scope": grant.scope, "holders_told": holders, "pending_handoff": pending},
+            )
+        )
+        for agency_id in holders:
+            change.notify(
+                WITHDRAWAL_TEMPLATE,
+                FOCAL_POINT,
+                agency_id,
+                {"event": "consent_withdrawn", "state": ref.state, "scope": grant.scope,
+                 "ask": STOP_USING},
+            )  # fmt: skip
+            change.add(
+                "tasks",
+                {
+                    "id": str(uuid.uuid4()),
+                    "referral_id": ref.id,
+                    "state": None,
+                    "name": "acknowledge_withdrawal",
+                    "role": FOCAL_POINT,
+                    "agency_slot": None,
+                    "agency_id": agency_id,
+                    "ask": STOP_USING,
+                    "status": "open",
+                    "due_at": now + timedelta(days=1),
+                    "created_at": now,
+                },
+            )
+        change.write()
+    return holders
+
+
+def acknowledge_withdrawal(services: Services, case_code: str, actor: Actor) -> int:
+    """The actor's agency acknowledges a withdrawal; return how many of its tasks closed."""
+    with services.db.begin() as conn:
+        ref = _load(conn, case_code)
+        spec = services.sop(ref.sop_key, ref.sop_version).spec
+        now = services.clock.now()
+        closed = conn.execute(
+            update(_TK)
+            .where(
+                _TK.c.referral_id == ref.id,
+                _TK.c.name == "acknowledge_withdrawal",
+                _TK.c.agency_id == actor.agency_id,
+                _TK.c.status == "open",
+            )
+            .values(status="done", closed_at=now, closed_by_event="withdrawal_acknowledged")
+        ).rowcount
+        if not closed:
+            raise NotFound(
+                f"no withdrawal of consent waits for your agency's acknowledgement on {case_code}"
+            )
+        change = Change.open(conn, ref, spec, now)
+        change.record(EntryDraft(kind="withdrawal_acknowledged", actor=actor))
+        change.write()
+        return int(closed)
+
+
+def list_grants(services: Services, case_code: str) -> list[GrantRecord]:
+    with services.db.connect() as conn:
+        ref = _load(conn, case_code)
+        rows = conn.execute(
+            select(_G, _W.c.withdrawn_at)
+            .join(_W, _W.c.grant_id == _G.c.id, isouter=True)
+            .where(_G.c.referral_id == ref.id)
+            .order_by(_G.c.granted_at)
+        ).all()
+    return [
+        GrantRecord(
+            r.id,
+            r.scope,
+            r.purpose,
+            r.recipient_slot,
+            r.recipient_agency_id,
+            tuple(r.data_categories),
+            r.country,
+            r.given_by,
+            r.assent,
+            age_band(r.survivor_age).name,
+            r.granted_at,
+            r.expires_at,
+            r.withdrawn_at,
+        )
+        for r in rows
+    ]

@@ -1,0 +1,39 @@
+"""Fixtures for the persistence tests: a way to make a valid referral row."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sop_engine.persistence.models import Referral
+
+NewReferral = Callable[..., Referral]
+
+
+@pytest.fixture
+def new_referral() -> NewReferral:
+    """Make a referral with every required column filled; keyword arguments override."""
+
+    def make(**changes: Any) -> Referral:
+        now = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "case_code": f"TH-{uuid.uuid4().hex[:8].upper()}",
+            "sop_key": "th-mm.trafficking",
+            "sop_version": 1,
+            "state": "referred",
+            "origin_country": "TH",
+            "destination_country": "MM",
+            "owner_agency_id": "th-osc-chiangrai",
+            "created_at": now,
+            "updated_at": now,
+            "head_hash": "0" * 64,
+        }
+        values.update(changes)
+        return Referral(**values)
+
+    return make
