@@ -64,15 +64,15 @@ def anchor_time(
 def recipient_agency(
     spec: SopSpec, state: StateSpec | None, role: str, agencies: Mapping[str, Any], owner: str
 ) -> str | None:
-    """The agency a role acts for in a state: the agency of the state's task or handoff for
-    that role, no agency for the coordinator, and otherwise the agency managing the case."""
-    if state is not None:
-        for task in state.tasks.values():
-            if task.role == role and task.agency is not None:
-                found = agencies.get(task.agency)
-                return str(found) if found is not None else None
+    """The agency a role acts for in a state: no agency for the coordinator (every coordinator
+    of the SOP); the agency filling the slot of the state's task for that role; otherwise (and
+    while that slot is unfilled) the agency managing the case."""
     if role == COORDINATOR:
         return None
+    if state is not None:
+        for task in state.tasks.values():
+            if task.role == role and task.agency is not None and task.agency in agencies:
+                return str(agencies[task.agency])
     return owner
 
 
@@ -242,7 +242,7 @@ class Change:
                 )
         first_due = min(deadlines_due.values(), default=None)
         for task in spec.tasks.values():
-            agency = self.agencies.get(task.agency) if task.agency else self.ref.owner_agency_id
+            agency = self.agencies.get(task.agency or "", self.ref.owner_agency_id)
             self.add(
                 "tasks",
                 {
