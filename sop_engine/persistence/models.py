@@ -77,6 +77,10 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
+_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+"""SQLite would otherwise hand a deleted row's id to the next insert: a timer deleted by a
+transition and a new timer of the next state could then share an id a sweep still holds."""
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
@@ -164,7 +168,7 @@ class TimelineEntry(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (UniqueConstraint("referral_id", "seq"),)
+    __table_args__ = (UniqueConstraint("referral_id", "seq"), _NEVER_REUSE_IDS)
 
 
 class Timer(Base):
@@ -188,6 +192,7 @@ class Timer(Base):
     __table_args__ = (
         Index("ix_timers_due", "fired_at", "due_at"),
         Index("ix_timers_referral", "referral_id", "state"),
+        _NEVER_REUSE_IDS,
     )
 
 
@@ -299,7 +304,7 @@ class Disclosure(Base):
     at: Mapped[datetime]
     timeline_seq: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_disclosures_referral", "referral_id"),)
+    __table_args__ = (Index("ix_disclosures_referral", "referral_id"), _NEVER_REUSE_IDS)
 
 
 class IdempotencyRecord(Base):

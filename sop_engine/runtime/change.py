@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, update
+from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.spec import HANDOFF_STAGES, SopSpec, StateSpec
@@ -34,7 +34,7 @@ from sop_engine.persistence.models import (
 from sop_engine.timeline.chain import entry_hash
 from sop_engine.timeline.entries import EntryDraft, entry_content
 
-__all__ = ["Change", "anchor_time", "recipient_agency"]
+__all__ = ["SELECT_BY_CASE_CODE", "Change", "anchor_time", "recipient_agency"]
 
 _R = table(Referral)
 _T = table(TimelineEntry)
@@ -42,6 +42,45 @@ _TM = table(Timer)
 _TK = table(Task)
 _O = table(OutboxMessage)
 _D = table(Disclosure)
+
+# Built once: constructing a statement (and its cache key) costs more than running it on
+# SQLite, and these run on every fire.
+_CLAIM_REFERRAL = (
+    update(_R)
+    .where(_R.c.id == bindparam("p_id"), _R.c.version == bindparam("p_read_version"))
+    .values(
+        state=bindparam("p_state"),
+        version=bindparam("p_version"),
+        facts=bindparam("p_facts", type_=_R.c.facts.type),
+        agencies=bindparam("p_agencies", type_=_R.c.agencies.type),
+        sealed=bindparam("p_sealed", type_=_R.c.sealed.type),
+        sealed_fields=bindparam("p_sealed_fields", type_=_R.c.sealed_fields.type),
+        closed_at=bindparam("p_closed_at", type_=_R.c.closed_at.type),
+        updated_at=bindparam("p_updated_at", type_=_R.c.updated_at.type),
+        timeline_seq=bindparam("p_timeline_seq"),
+        head_hash=bindparam("p_head_hash"),
+    )
+)
+_CLOSE_TASKS = (
+    update(_TK)
+    .where(
+        _TK.c.referral_id == bindparam("p_referral"),
+        _TK.c.state == bindparam("p_state"),
+        _TK.c.status == "open",
+    )
+    .values(
+        status=bindparam("p_status"),
+        closed_at=bindparam("p_at", type_=_TK.c.closed_at.type),
+        closed_by_event=bindparam("p_event"),
+    )
+)
+_DROP_TIMERS = delete(_TM).where(
+    _TM.c.referral_id == bindparam("p_referral"),
+    _TM.c.state == bindparam("p_state"),
+    _TM.c.fired_at.is_(None),
+)
+SELECT_BY_CASE_CODE = select(_R).where(_R.c.case_code == bindparam("p_code"))
+"""A referral's row by case code; execute with ``{"p_code": code}``."""
 
 COORDINATOR = "coordinator"
 """The one role not attached to an agency of the referral: its notifications go to the
@@ -94,7 +133,7 @@ class Change:
     head: str = ""
     entries: list[dict[str, Any]] = field(default_factory=list)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    statements: list[Any] = field(default_factory=list)
+    statements: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
     def open(cls, conn: Connection, ref: Row[Any], spec: SopSpec, now: datetime) -> Change:
@@ -193,26 +232,19 @@ class Change:
             return
         if old.tasks or old.handoff:
             self.statements.append(
-                update(_TK)
-                .where(
-                    _TK.c.referral_id == self.ref.id,
-                    _TK.c.state == old.name,
-                    _TK.c.status == "open",
-                )
-                .values(
-                    status="cancelled" if cancel else "done",
-                    closed_at=self.now,
-                    closed_by_event=event,
+                (
+                    _CLOSE_TASKS,
+                    {
+                        "p_referral": self.ref.id,
+                        "p_state": old.name,
+                        "p_status": "cancelled" if cancel else "done",
+                        "p_at": self.now,
+                        "p_event": event,
+                    },
                 )
             )
         if old.deadlines:
-            self.statements.append(
-                delete(_TM).where(
-                    _TM.c.referral_id == self.ref.id,
-                    _TM.c.state == old.name,
-                    _TM.c.fired_at.is_(None),
-                )
-            )
+            self.statements.append((_DROP_TIMERS, {"p_referral": self.ref.id, "p_state": old.name}))
 
     def enter(self, state: str) -> None:
         """Open the tasks and start the deadline timers of ``state``."""
@@ -276,28 +308,29 @@ class Change:
         new version. Raise :class:`ConcurrentChange` if the referral changed meanwhile."""
         version = self.ref.version + 1 if bump else self.ref.version
         result = self.conn.execute(
-            update(_R)
-            .where(_R.c.id == self.ref.id, _R.c.version == self.ref.version)
-            .values(
-                state=self.state,
-                version=version,
-                facts=self.facts,
-                agencies=self.agencies,
-                sealed=self.sealed,
-                sealed_fields=self.sealed_fields,
-                closed_at=self.closed_at,
-                updated_at=self.now,
-                timeline_seq=self.seq,
-                head_hash=self.head,
-            )
+            _CLAIM_REFERRAL,
+            {
+                "p_id": self.ref.id,
+                "p_read_version": self.ref.version,
+                "p_state": self.state,
+                "p_version": version,
+                "p_facts": self.facts,
+                "p_agencies": self.agencies,
+                "p_sealed": self.sealed,
+                "p_sealed_fields": self.sealed_fields,
+                "p_closed_at": self.closed_at,
+                "p_updated_at": self.now,
+                "p_timeline_seq": self.seq,
+                "p_head_hash": self.head,
+            },
         )
         if int(result.rowcount) != 1:
             raise ConcurrentChange(
                 f"referral {self.ref.case_code} was changed by someone else; read it again",
                 current_version=None,
             )
-        for statement in self.statements:
-            self.conn.execute(statement)
+        for statement, params in self.statements:
+            self.conn.execute(statement, params)
         if self.entries:
             self.conn.execute(_T.insert(), self.entries)
         tables = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D}

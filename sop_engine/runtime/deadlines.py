@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
-from sop_engine.errors import SopEngineError
+from sop_engine.errors import ConcurrentChange, SopEngineError
 from sop_engine.persistence.db import is_postgres
 from sop_engine.persistence.models import Referral, Timer, table
 from sop_engine.runtime.actors import SYSTEM
@@ -117,17 +117,36 @@ def claim_due_timers(
 def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
     """Apply one claimed escalation level, idempotently (see the module docstring)."""
     with services.db.begin() as conn:
-        timer = conn.execute(select(_TM).where(_TM.c.id == claim.timer_id)).first()
-        if timer is None:
+        # Locks are taken in the order every transition takes them, referral then timers, so
+        # a sweep and a caseworker never deadlock. On PostgreSQL the sweep does not wait for
+        # a referral someone is changing (NOWAIT): it gives the claim back to a later sweep.
+        # Holding the timer's lock also makes a sweep that re-claims it after our lease ran
+        # out wait for us, and then find it fired. (SQLite's BEGIN IMMEDIATE already admits
+        # one writer at a time.)
+        locking = is_postgres(services.db)
+        ref_query = select(_R).where(_R.c.id == claim.referral_id)
+        timer_query = select(_TM).where(_TM.c.id == claim.timer_id)
+        if locking:
+            ref_query = ref_query.with_for_update(nowait=True)
+            timer_query = timer_query.with_for_update()
+        ref = conn.execute(ref_query).first()
+        timer = conn.execute(timer_query).first()
+        if timer is None or ref is None:
             return EscalationOutcome(claim.timer_id, "stale", note="the state was left; timer gone")
         if timer.fired_at is not None:
             return EscalationOutcome(claim.timer_id, "already_fired")
         if timer.claimed_by != claim.worker or timer.lease_until != claim.lease_until:
             return EscalationOutcome(claim.timer_id, "lost_claim")
-        ref = conn.execute(select(_R).where(_R.c.id == timer.referral_id)).one()
         now = services.clock.now()
         mark_fired = (
-            update(_TM).where(_TM.c.id == timer.id, _TM.c.fired_at.is_(None)).values(fired_at=now)
+            update(_TM)
+            .where(
+                _TM.c.id == timer.id,
+                _TM.c.fired_at.is_(None),
+                _TM.c.claimed_by == claim.worker,
+                _TM.c.lease_until == claim.lease_until,
+            )
+            .values(fired_at=now)
         )
         if ref.state != timer.state or ref.erased_at is not None:
             conn.execute(mark_fired)
@@ -176,5 +195,8 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
                 EntryDraft(kind="escalation", actor=SYSTEM, from_state=ref.state, details=details)
             )
         change.write()
-        conn.execute(mark_fired)
+        marked = conn.execute(mark_fired).rowcount
+        if marked != 1 and fired_event is None:
+            # Never escalate twice: if the claim is no longer ours, undo everything.
+            raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
         return EscalationOutcome(claim.timer_id, "escalated", ref.case_code, fired_event, note)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sop_engine.clock import Clock, SystemClock
 from sop_engine.crypto import MasterKeyring
@@ -32,6 +32,9 @@ from sop_engine.timeline.entries import TimelineCheck, verify_timelines
 __all__ = ["Runtime"]
 
 _I = table(IdempotencyRecord)
+
+RETRIES = 3
+"""Attempts of a fire without an expected version, when other changes keep winning."""
 
 
 class Runtime:
@@ -74,26 +77,46 @@ class Runtime:
         *,
         expected_version: int | None = None,
     ) -> FireResult:
-        """See :func:`sop_engine.runtime.fire.fire`. A race lost on the database's unique
-        constraints is a conflict; with an idempotency key, the winner's result is returned."""
-        try:
-            return fire.fire(
-                self.services, case_code, event, actor, payload, idempotency_key,
-                expected_version=expected_version,
-            )  # fmt: skip
-        except IntegrityError:
-            if idempotency_key is not None:
-                with self.db.connect() as conn:
-                    seen = conn.execute(
-                        select(_I.c.result).where(
-                            _I.c.actor_id == actor.id, _I.c.key == idempotency_key
-                        )
-                    ).first()
-                if seen is not None:
-                    return FireResult.from_json(seen.result, replayed=True)
-            raise ConcurrentChange(
-                f"referral {case_code} was changed by someone else; read it again"
-            ) from None
+        """See :func:`sop_engine.runtime.fire.fire`.
+
+        Without ``expected_version`` the caller asks for the event on whatever the referral is
+        now, so a change that another transaction committed meanwhile (an escalation, say) is
+        met by reading the referral again and re-checking everything, up to
+        :data:`RETRIES` times. With ``expected_version`` a conflict is the caller's to resolve.
+        A race lost on an idempotency key returns the winner's result.
+        """
+        attempts = 1 if expected_version is not None else RETRIES
+        for attempt in range(1, attempts + 1):
+            try:
+                return fire.fire(
+                    self.services,
+                    case_code,
+                    event,
+                    actor,
+                    payload,
+                    idempotency_key,
+                    expected_version=expected_version,
+                )
+            except (ConcurrentChange, IntegrityError) as exc:
+                replay = self._replay(actor, idempotency_key)
+                if replay is not None:
+                    return replay
+                if attempt == attempts:
+                    if isinstance(exc, ConcurrentChange):
+                        raise
+                    raise ConcurrentChange(
+                        f"referral {case_code} was changed by someone else; read it again"
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _replay(self, actor: Actor, idempotency_key: str | None) -> FireResult | None:
+        if idempotency_key is None:
+            return None
+        with self.db.connect() as conn:
+            seen = conn.execute(
+                select(_I.c.result).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
+            ).first()
+        return FireResult.from_json(seen.result, replayed=True) if seen is not None else None
 
     def grant_consent(self, case_code: str, **kwargs: Any) -> GrantRecord:
         return ledger.grant_consent(self.services, case_code, **kwargs)
@@ -123,12 +146,13 @@ class Runtime:
     def fire_escalation(self, claim: TimerClaim) -> EscalationOutcome:
         try:
             return deadlines.fire_escalation(self.services, claim)
-        except (ConcurrentChange, IntegrityError):
-            # The referral changed under us; the claim's lease runs out and a later sweep
-            # tries again, and does nothing if the state was left meanwhile.
-            return EscalationOutcome(
-                claim.timer_id, "conflict", note="the referral changed; retried later"
-            )
+        except (ConcurrentChange, IntegrityError, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not _lock_not_available(exc):
+                raise
+            # The referral changed, or is being changed: the claim's lease runs out and a
+            # later sweep tries again, and does nothing if the state was left meanwhile.
+            later = "the referral changed; retried later"
+            return EscalationOutcome(claim.timer_id, "conflict", note=later)
 
     def sweep(self, limit: int = 100, *, worker: str | None = None) -> list[EscalationOutcome]:
         """Claim due timers and fire each: one batch of the escalation sweep."""
@@ -137,3 +161,8 @@ class Runtime:
     def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
         with self.db.connect() as conn:
             return verify_timelines(conn, case_code)
+
+
+def _lock_not_available(exc: OperationalError) -> bool:
+    """PostgreSQL's answer to ``FOR UPDATE NOWAIT`` on a row someone else holds."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"

@@ -36,7 +36,7 @@ from sop_engine.persistence.models import (
 )
 from sop_engine.runtime import consent
 from sop_engine.runtime.actors import SYSTEM, Actor
-from sop_engine.runtime.change import Change, recipient_agency
+from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change, recipient_agency
 from sop_engine.runtime.choice import (
     PAYLOAD_KEYS,
     EventRequest,
@@ -216,7 +216,7 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
     ``signed_off_role``) for a transition that shares data without consent.
     """
     request = parse_payload(event, actor, payload)
-    request_hash = _request_hash(case_code, event, payload)
+    request_hash = _request_hash(case_code, event, payload) if idempotency_key else ""
     with services.db.begin() as conn:
         if idempotency_key is not None:
             seen = conn.execute(
@@ -229,7 +229,7 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
                         field="Idempotency-Key",
                     )
                 return FireResult.from_json(seen.result, replayed=True)
-        ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")
         if expected_version is not None and ref.version != expected_version:
@@ -289,6 +289,15 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
         return fired
 
 
+class _StateHolder:
+    """What the machine moves for the length of one trigger: a state, nothing else."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
 def _warnings(change: Change, from_state: str) -> tuple[str, ...]:
     if change.state == from_state:
         return ()
@@ -321,10 +330,7 @@ def _apply(
         entry["kind"] = kind
     entry["details"].update(extra or {})
 
-    class _Holder:
-        state = change.state
-
-    holder = _Holder()
+    holder = _StateHolder(change.state)
     sop.machine.events[t.event].trigger(holder, allow=lambda tid: tid == t.id, chosen=[])
     if holder.state != t.target:
         raise TransitionNotAllowed(f"the machine refused {t.event!r} from {change.state!r}")

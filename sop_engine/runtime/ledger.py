@@ -26,7 +26,7 @@ from sop_engine.persistence.models import (
     table,
 )
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.change import Change
+from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.consent import age_band, check_basis, scope_country
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
@@ -68,7 +68,7 @@ class GrantRecord:
 
 
 def _load(conn: Any, case_code: str) -> Any:
-    ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+    ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
     if ref is None:
         raise NotFound(f"no referral {case_code}")
     return ref

@@ -24,7 +24,7 @@ from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.persistence.models import CaseKey, Referral, table
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.change import Change
+from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.chain import GENESIS
@@ -170,7 +170,7 @@ def read_referral(
 ) -> ReferralView:
     """A referral by case code; identifying facts are decrypted only when asked for."""
     with services.db.connect() as conn:
-        ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")
         identifying: dict[str, Any] | None = None
@@ -221,7 +221,7 @@ def read_referral(
 def erase_referral(services: Services, case_code: str, actor: Actor) -> None:
     """Crypto-shred a referral: delete its case key; record the erasure on the timeline."""
     with services.db.begin() as conn:
-        ref = conn.execute(select(_R).where(_R.c.case_code == case_code)).first()
+        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")
         spec = services.library.get(ref.sop_key, ref.sop_version).spec

@@ -45,18 +45,14 @@ from sop_engine.persistence.models import (
     table,
 )
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.deadlines import TimerClaim
 from sop_engine.runtime.engine import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRIDOR = "example.corridor"
-ASSESSMENT = {
-    "risk_level": "medium",
-    "service_needed": "safety_and_shelter",
-    "safety_plan_agreed": True,
-}
 WAIT = 60.0
 """Seconds any barrier, pipe or event waits before the test fails instead of hanging."""
+BLOCKED = 2.0
+"""Seconds after which a thread that has not finished is taken to be blocked."""
 CRASHED = 3
 """The exit code of a child that "crashes" on purpose."""
 
@@ -536,34 +532,20 @@ def test_a_transition_that_leaves_the_state_makes_a_claimed_timer_stale(
     assert _count(runtime, _TM, _TM.c.referral_id == referral_id, _TM.c.state == "intake") == 0
 
     outcome = runtime.fire_escalation(claims[0])
-    if is_sqlite(runtime.db):
-        # SQLite reuses the deleted timer's id for a timer of the new state, so the engine
-        # sees another, unclaimed timer: "lost_claim" (see the xfail test below).
-        assert outcome.outcome in {"stale", "lost_claim"}
-    else:
-        assert outcome.outcome == "stale"
+    assert outcome.outcome == "stale"
     assert _count(runtime, _T, _T.c.referral_id == referral_id) == entries + 1  # the transition
     assert _count(runtime, _T, _T.c.kind == "escalation") == 0
     assert _count(runtime, _O, _O.c.referral_id == referral_id) == 0
     assert _chain_ok(runtime, code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SQLite reuses timer ids: timers.id is an INTEGER PRIMARY KEY without AUTOINCREMENT, "
-        "so the timers a transition inserts take the ids of the highest timers it deleted, "
-        "and fire_escalation, which looks the claim up by id only, reports 'lost_claim' "
-        "for a timer whose state was left instead of 'stale'"
-    ),
-)
 def test_a_claimed_timer_whose_state_was_left_is_stale_on_sqlite_too(
-    sqlite_runtime: Runtime, caseworker: Actor
+    sqlite_runtime: Runtime, clock: ManualClock, caseworker: Actor
 ) -> None:
     runtime = sqlite_runtime
     code, _ = _new_referral(runtime, caseworker)
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
-    runtime.clock.advance(timedelta(hours=1, minutes=30))  # type: ignore[attr-defined]
+    clock.advance(timedelta(hours=1, minutes=30))
     (claim,) = runtime.claim_due_timers(worker="sweep")
     runtime.fire(
         code, "record_consent", caseworker, {"facts": {"safe_contact_method": "in_person"}}
@@ -584,51 +566,84 @@ def test_a_claimed_timer_whose_state_was_left_is_stale_on_sqlite_too(
     )
 
 
-def test_a_transition_committed_during_an_escalation_makes_it_a_conflict(
+def test_a_transition_racing_an_escalation_goes_through_and_nothing_is_done_twice(
     runtime: Runtime, clock: ManualClock, caseworker: Actor
 ) -> None:
-    """The race the other way round: the escalation has read the referral when the
-    transition commits; its conditional version update then fails and nothing is written."""
+    """The race the other way round: the escalation has read the timer and the referral
+    when a caseworker's transition leaves the state. The transition must go through, and
+    the two must serialize: either the escalation went first (it holds SQLite's write lock,
+    or PostgreSQL row locks) and is recorded before the transition, or the transition went
+    first and the escalation wrote nothing ("conflict": its conditional version update or
+    its lock failed). Never both, never an error, never a timer left to fire later."""
     code, referral_id = _new_referral(runtime, caseworker)
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
     clock.advance(timedelta(hours=1, minutes=30))
     (claim,) = runtime.claim_due_timers(clock.now(), worker="sweep")
-    transition = threading.Thread(
-        target=runtime.fire,
-        args=(code, "record_consent", caseworker, {"facts": {"safe_contact_method": "in_person"}}),
-    )
-    sweeper = _Pause(runtime.db, "UPDATE referrals")
-    result: list[str] = []
-    escalation = threading.Thread(
-        target=lambda: result.append(runtime.fire_escalation(claim).outcome)
-    )
-    with sweeper:
-        escalation.start()
-        sweeper.reached()
-        sweeper.disarm()  # the transition's own UPDATE must not stop
-        if is_sqlite(runtime.db):
-            # The escalation holds SQLite's write lock: the transition waits for it and
-            # then finds the timer gone, so the escalation must go first.
-            transition.start()
-            sweeper.release()
-        else:
-            transition.start()
-            transition.join(WAIT)
-            sweeper.release()
-        escalation.join(WAIT)
-        transition.join(WAIT)
-    assert runtime.read_referral(code).state == "assessment"
-    if is_sqlite(runtime.db):
-        assert result == ["escalated"]
-        assert _count(runtime, _T, _T.c.kind == "escalation") == 1
+    payload = {"facts": {"safe_contact_method": "in_person"}}
+
+    with _Pause(runtime.db, "UPDATE referrals") as sweeper:
+        escalation = _Background(lambda: runtime.fire_escalation(claim).outcome)
+        assert sweeper.reached()  # the escalation has read the timer and the referral
+        transition = _Background(
+            lambda: runtime.fire(code, "record_consent", caseworker, payload).state
+        )
+        # Let the transition commit, or queue for a lock the escalation holds.
+        transition.wait(BLOCKED)
+        sweeper.release()
+        escalation.wait(WAIT)
+        transition.wait(WAIT)
+
+    assert transition.result() == "assessment"
+    outcome = escalation.result()
+    with runtime.db.connect() as conn:
+        kinds = list(
+            conn.scalars(
+                select(_T.c.kind).where(_T.c.referral_id == referral_id).order_by(_T.c.seq)
+            )
+        )
+    outbox = _count(runtime, _O, _O.c.referral_id == referral_id)
+    if outcome == "escalated":
+        assert kinds[-2:] == ["escalation", "transition"], kinds
+        assert outbox == _notified_per_level(runtime)[1]
     else:
-        assert result == ["conflict"]
-        assert _count(runtime, _T, _T.c.kind == "escalation") == 0
-        assert _count(runtime, _O, _O.c.referral_id == referral_id) == 0
-        # The conflicted claim's timer went with the state; no later sweep finds it.
-        later = clock.now() + timedelta(minutes=10)
-        assert runtime.claim_due_timers(later, worker="later") == []
+        assert outcome == "conflict"
+        assert "escalation" not in kinds
+        assert outbox == 0
+    if is_sqlite(runtime.db):
+        assert outcome == "escalated"  # BEGIN IMMEDIATE: the first transaction goes first
+    # The timer went with the state; no later sweep finds anything to do.
+    later = clock.now() + timedelta(minutes=10)
+    assert runtime.claim_due_timers(later, worker="later") == []
     assert _chain_ok(runtime, code)
+    print(f"\nescalation: {outcome}")
+
+
+class _Background:
+    """Runs ``work`` in a thread at once; keeps its result or its exception."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self._work = work
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._work()
+        except BaseException as exc:
+            self._error = exc
+
+    def wait(self, seconds: float) -> bool:
+        """Whether it finished within ``seconds``."""
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        assert not self._thread.is_alive(), "still running"
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 # -- statement hooks for deterministic interleavings ------------------------------------------
@@ -660,8 +675,9 @@ class _Pause:
         self._release.set()
         event.remove(self.engine, self.hook, self._on_execute)
 
-    def reached(self) -> None:
-        assert self._reached.wait(WAIT), f"no statement {self.prefix!r} ran"
+    def reached(self, seconds: float = WAIT) -> bool:
+        """Whether a thread stopped here within ``seconds``."""
+        return self._reached.wait(seconds)
 
     def disarm(self) -> None:
         self.armed = False
@@ -674,15 +690,6 @@ class _Pause:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fire_escalation reads the timer without locking it and ignores the rowcount of "
-        "its conditional 'mark fired' update: a sweep whose lease ran out while it was "
-        "firing and the sweep that re-claimed the timer both escalate it (PostgreSQL, READ "
-        "COMMITTED)"
-    ),
-)
 def test_a_sweep_that_outlived_its_lease_and_its_successor_escalate_only_once(
     postgres_engine: Engine,
     library: SopLibrary,
@@ -698,19 +705,13 @@ def test_a_sweep_that_outlived_its_lease_and_its_successor_escalate_only_once(
         clock.advance(timedelta(hours=1, minutes=30))
         lease = timedelta(seconds=60)
         (claim,) = slow.claim_due_timers(clock.now(), worker="slow", lease=lease)
-        outcomes: dict[str, str] = {}
-
-        def escalate(name: str, rt: Runtime, c: TimerClaim) -> Callable[[], None]:
-            return lambda: outcomes.__setitem__(name, rt.fire_escalation(c).outcome)
-
         with (
             _Pause(postgres_engine, "UPDATE referrals") as slow_writes,
             _Pause(other_engine, "SELECT timers.id", after=True) as successor_reads,
         ):
             # The slow sweep has read the timer and the referral, then stalls past its lease.
-            first = threading.Thread(target=escalate("slow", slow, claim))
-            first.start()
-            slow_writes.reached()
+            first = _Background(lambda: slow.fire_escalation(claim).outcome)
+            assert slow_writes.reached()
             successor_reads.disarm()  # not the claim's own SELECTs
             clock.advance(lease + timedelta(seconds=1))
             again = successor.claim_due_timers(clock.now(), worker="successor")
@@ -719,18 +720,19 @@ def test_a_sweep_that_outlived_its_lease_and_its_successor_escalate_only_once(
             second = None
             if again:
                 successor_reads.armed = True
-                second = threading.Thread(target=escalate("successor", successor, again[0]))
-                second.start()
-                successor_reads.reached()  # it has read the timer, unfired, and goes on
+                second = _Background(lambda: successor.fire_escalation(again[0]).outcome)
+                # It reads the timer, unfired, and goes on (or waits for a lock of the slow
+                # sweep, which an engine that locked the timer would make it do).
+                successor_reads.reached(BLOCKED)
             slow_writes.release()
-            first.join(WAIT)
+            first.wait(WAIT)
             successor_reads.release()
             if second is not None:
-                second.join(WAIT)
+                second.wait(WAIT)
+        outcomes = {"slow": first.result(), "successor": second.result() if second else None}
         escalations = sum(_escalations(slow).values())
         assert escalations == 1, f"{escalations} escalation entries for one timer: {outcomes}"
-        assert outcomes["slow"] == "escalated"
-        assert outcomes.get("successor") != "escalated", outcomes
+        assert list(outcomes.values()).count("escalated") == 1, outcomes
         assert _count(slow, _O) == _notified_per_level(slow)[1]
     finally:
         other_engine.dispose()

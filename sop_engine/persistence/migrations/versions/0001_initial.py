@@ -124,6 +124,7 @@ def upgrade() -> None:
             ["referral_id"], ["referrals.id"], name=op.f("fk_disclosures_referral_id_referrals")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_disclosures")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_disclosures_referral", "disclosures", ["referral_id"])
     op.create_table(
@@ -204,6 +205,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_timeline_entries")),
         sa.UniqueConstraint("referral_id", "seq", name=op.f("uq_timeline_entries_referral_id")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "timers",
@@ -222,6 +224,7 @@ def upgrade() -> None:
             ["referral_id"], ["referrals.id"], name=op.f("fk_timers_referral_id_referrals")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_timers")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_timers_due", "timers", ["fired_at", "due_at"])
     op.create_index("ix_timers_referral", "timers", ["referral_id", "state"])

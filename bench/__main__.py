@@ -1,0 +1,161 @@
+"""``python -m bench [--quick] [--json OUT]``: measure, print one line per figure, and
+optionally write the figures as a JSON list of ``{"name", "value", "unit", "baseline",
+"ratio"}`` objects (see README, "Performance").
+
+A figure that could not be measured (``fire_postgres`` when the server cannot be reached) is
+printed as ``skipped: why`` and written with ``null`` value, baseline and ratio and a
+``skipped`` reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bench.common import POSTGRES_URL, Figure, postgres_schema
+from bench.memory import MemoryPlan, measure_memory
+from bench.throughput import Plan, Throughput, measure_throughput
+from sop_engine.persistence.db import make_engine
+
+FULL = (Plan(referrals=50, warmup=200, events=300, repetitions=11), MemoryPlan())
+QUICK = (
+    Plan(referrals=20, warmup=50, events=100, repetitions=5),
+    MemoryPlan(small=2_000, large=20_000, warmup=100, events=500),
+)
+FIRE_GOAL = 0.5
+"""``Runtime.fire`` should run at half the baseline's speed or better."""
+FLAT = 0.8
+"""Memory is flat when the larger database costs at most 1/0.8 = 1.25 times the smaller."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks of the referral runtime."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="scaled down: about 15 s instead of about 1 min"
+    )
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the figures here")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("SOP_ENGINE_TEST_POSTGRES_URL", POSTGRES_URL),
+        help="server for fire_postgres; each run uses a fresh schema (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    plan, memory_plan = QUICK if args.quick else FULL
+
+    began = time.perf_counter()
+    print(
+        f"# {datetime.now(UTC):%Y-%m-%d} Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
+        + (" (quick)" if args.quick else ""),
+        flush=True,
+    )
+    figures = [
+        _timed("fire_sqlite", lambda: _fire_sqlite(plan)),
+        _timed("fire_postgres", lambda: _fire_postgres(plan, args.postgres_url)),
+        _timed("memory_open_referrals", lambda: _memory(memory_plan)),
+    ]
+    _print_goals(figures)
+    print(f"# {time.perf_counter() - began:.0f} s in all")
+    if args.json is not None:
+        args.json.write_text(json.dumps([f.to_json() for f in figures], indent=2) + "\n")
+    return 0
+
+
+def _timed(name: str, measure: Callable[[], Figure]) -> Figure:
+    print(f"# measuring {name} ...", file=sys.stderr, flush=True)
+    figure = measure()
+    print(figure.line(), flush=True)
+    return figure
+
+
+def _fire_figure(name: str, result: Throughput) -> Figure:
+    return Figure(
+        name,
+        round(result.engine, 1),
+        "events/s",
+        baseline=round(result.baseline, 1),
+        ratio=round(result.ratio, 3),
+        details={
+            "engine_runs": [round(r, 1) for r in result.engine_runs],
+            "baseline_runs": [round(r, 1) for r in result.baseline_runs],
+            "timelines_verified": result.timelines_verified,
+        },
+    )
+
+
+def _fire_sqlite(plan: Plan) -> Figure:
+    with tempfile.TemporaryDirectory(prefix="sop-engine-bench-") as folder:
+        engine = make_engine(f"sqlite:///{folder}/fire.sqlite3")
+        try:
+            return _fire_figure("fire_sqlite", measure_throughput(engine, plan))
+        finally:
+            engine.dispose()
+
+
+def _fire_postgres(plan: Plan, url: str) -> Figure:
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with postgres_schema(url) as schema_url:
+            engine = make_engine(schema_url)
+            try:
+                return _fire_figure("fire_postgres", measure_throughput(engine, plan))
+            finally:
+                engine.dispose()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return Figure("fire_postgres", None, "events/s", skipped=f"PostgreSQL at {shown}: {reason}")
+
+
+def _memory(plan: MemoryPlan) -> Figure:
+    results = measure_memory(plan)
+    small, large = results[plan.small], results[plan.large]
+    notes = [
+        f"  peak traced while firing: value at {plan.large} open referrals, "
+        f"baseline at {plan.small}",
+        f"  {'open referrals':>14} {'distinct fired':>14} {'traced peak KiB':>15} "
+        f"{'retained KiB':>12} {'RSS MiB':>8} {'RSS growth MiB':>14}",
+    ]
+    notes.extend(
+        f"  {count:>14} {r['distinct_referrals_fired']:>14} {r['traced_peak_kib']:>15.1f} "
+        f"{r['retained_kib']:>12.1f} {r['rss_mib']:>8.1f} {r['rss_growth_mib']:>14.1f}"
+        for count, r in results.items()
+    )
+    return Figure(
+        "memory_open_referrals",
+        round(large["traced_peak_kib"], 1),
+        "KiB",
+        baseline=round(small["traced_peak_kib"], 1),
+        ratio=round(small["traced_peak_kib"] / large["traced_peak_kib"], 3),
+        details={str(count): result for count, result in results.items()},
+        notes=notes,
+    )
+
+
+def _print_goals(figures: list[Figure]) -> None:
+    for f in figures:
+        if f.ratio is None:
+            continue
+        if f.name.startswith("fire_"):
+            verdict = "met" if f.ratio >= FIRE_GOAL else "NOT met"
+            print(f"# goal {f.name}: ratio >= {FIRE_GOAL}: {verdict}")
+        else:
+            verdict = "met" if f.ratio >= FLAT else "NOT met"
+            print(f"# goal {f.name}: flat (ratio >= {FLAT}): {verdict}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
