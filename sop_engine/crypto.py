@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from sop_engine.errors import ConfigurationError, TamperedData
+from sop_engine.jsonvalues import plain_json
 
 __all__ = [
     "KEY_BYTES",
@@ -231,7 +230,7 @@ def seal(case_key: bytes, plaintext_obj: dict[str, Any], *, associated_data: byt
     if not associated_data:
         raise ValueError("associated_data must name what the blob belongs to (the referral id)")
     plaintext = json.dumps(
-        _plain(plaintext_obj, "$"),
+        plain_json(plaintext_obj, "$"),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -279,23 +278,3 @@ def _encode(material: bytes) -> str:
 def _check_case_key(case_key: bytes) -> None:
     if not isinstance(case_key, bytes) or len(case_key) != KEY_BYTES:
         raise ValueError(f"a case key must be exactly {KEY_BYTES} bytes")
-
-
-def _plain(value: Any, path: str) -> Any:
-    """``value`` as plain JSON types, refusing anything JSON cannot carry faithfully."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{path}: NaN and infinities are not JSON")
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, Mapping):
-        plain: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{path}: object keys must be strings, not {type(key).__name__}")
-            plain[key] = _plain(item, f"{path}.{key}")
-        return plain
-    raise TypeError(f"{path}: {type(value).__name__} is not a JSON type")

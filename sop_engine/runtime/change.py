@@ -32,7 +32,7 @@ from sop_engine.persistence.models import (
     table,
 )
 from sop_engine.timeline.chain import entry_hash
-from sop_engine.timeline.entries import EntryDraft, entry_content
+from sop_engine.timeline.entries import EntryDraft, entry_content, entry_row
 
 __all__ = ["SELECT_BY_CASE_CODE", "Change", "anchor_time", "recipient_agency"]
 
@@ -157,23 +157,7 @@ class Change:
     def record(self, draft: EntryDraft) -> tuple[int, str]:
         """Chain one timeline entry; return its sequence number and hash."""
         self.seq += 1
-        values: dict[str, Any] = {
-            "referral_id": self.ref.id,
-            "seq": self.seq,
-            "at": self.now,
-            "kind": draft.kind,
-            "actor_id": draft.actor.id,
-            "actor_role": draft.actor.role,
-            "actor_agency_id": draft.actor.agency_id,
-            "event": draft.event,
-            "from_state": draft.from_state,
-            "to_state": draft.to_state,
-            "consent_grant_id": draft.consent_grant_id,
-            "disclosed_to": draft.disclosed_to,
-            "disclosed_fields": list(draft.disclosed_fields),
-            "override": draft.override,
-            "details": dict(draft.details),
-        }
+        values = entry_row(self.ref.id, self.seq, self.now, draft)
         digest = entry_hash(self.head, entry_content(values))
         values["prev_hash"], values["hash"] = self.head, digest
         self.head = digest

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from sop_engine.jsonvalues import plain_json
 
 __all__ = [
     "GENESIS",
@@ -74,7 +75,7 @@ def canonical_json(obj: Any) -> bytes:
     :raises ValueError: a float is NaN or infinite.
     """
     return json.dumps(
-        _plain(obj, "$"),
+        plain_json(obj, "$"),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -109,25 +110,3 @@ def verify_chain(
             return ChainBreak(index, entry_id, HASH_MISMATCH)
         expected_prev = stored_hash
     return None
-
-
-def _plain(value: Any, path: str) -> Any:
-    """``value`` as plain JSON types, refusing anything JSON cannot carry faithfully."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{path}: NaN and infinities are not JSON")
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, Mapping):
-        plain: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{path}: object keys must be strings, not {type(key).__name__}")
-            plain[key] = _plain(item, f"{path}.{key}")
-        return plain
-    raise TypeError(
-        f"{path}: {type(value).__name__} is not a JSON type (give datetimes as ISO strings)"
-    )

@@ -17,13 +17,13 @@ from sqlalchemy import Connection, select
 
 from sop_engine.persistence.models import Referral, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
-from sop_engine.timeline.chain import GENESIS, ChainBreak, entry_hash, verify_chain
+from sop_engine.timeline.chain import GENESIS, ChainBreak, verify_chain
 
 __all__ = [
     "EntryDraft",
     "TimelineCheck",
-    "append_entry",
     "entry_content",
+    "entry_row",
     "verify_referral_timeline",
     "verify_timelines",
 ]
@@ -75,21 +75,10 @@ def entry_content(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def append_entry(
-    conn: Connection,
-    referral_id: str,
-    *,
-    seq: int,
-    prev_hash: str,
-    at: datetime,
-    draft: EntryDraft,
-) -> str:
-    """Insert entry number ``seq`` after the one hashed ``prev_hash``; return its hash.
-
-    The caller updates the referral's ``timeline_seq`` and ``head_hash`` in the same
-    transaction (``fire`` does it with the version bump).
-    """
-    values: dict[str, Any] = {
+def entry_row(referral_id: str, seq: int, at: datetime, draft: EntryDraft) -> dict[str, Any]:
+    """The column values of entry number ``seq``, before it is chained (``prev_hash`` and
+    ``hash`` are added by whoever appends it: ``Change.record``)."""
+    return {
         "referral_id": referral_id,
         "seq": seq,
         "at": at,
@@ -106,9 +95,6 @@ def append_entry(
         "override": draft.override,
         "details": dict(draft.details),
     }
-    digest = entry_hash(prev_hash, entry_content(values))
-    conn.execute(_T.insert().values(**values, prev_hash=prev_hash, hash=digest))
-    return digest
 
 
 @dataclass(frozen=True, slots=True)
