@@ -55,6 +55,13 @@ def did_you_mean(name: str, candidates: Any) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
+def _prose_hint(key: str) -> str | None:
+    """A "key" with spaces is almost always text cut at a comma inside ``{...}``."""
+    if " " in key.strip():
+        return "a comma inside { } starts a new key: put the text in quotes"
+    return None
+
+
 def _describe(path: DataPath) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -77,7 +84,7 @@ def _problems_of(error: ValidationError, doc: SourceDocument, sop: str | None) -
                     *doc.where((*path, key)),
                     f"unknown key {key!r} in {where}",
                     sop=sop,
-                    hint=did_you_mean(key, known),
+                    hint=did_you_mean(key, known) or _prose_hint(key),
                 )
             )
         return problems

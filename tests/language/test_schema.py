@@ -62,3 +62,12 @@ def test_extension_must_still_say_who_it_is() -> None:
         "(top level): 'key' is a required property",
         "(top level): 'version' is a required property",
     }
+
+
+def test_text_cut_by_a_comma_in_a_flow_mapping_gets_a_hint() -> None:
+    """Regression: `{description: Lead agency, sub-cluster}` silently made two keys."""
+    doc = parse_source("key: a\nversion: 1\nextends: b@1\nroles:\n  c: {description: A, B or C}\n")
+    (problem,) = schema_problems(doc)
+    assert problem.line == 5
+    assert problem.message == "unknown key 'B or C' in roles.c"
+    assert problem.hint == "a comma inside { } starts a new key: put the text in quotes"
