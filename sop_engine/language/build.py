@@ -76,7 +76,7 @@ KEYS: Mapping[str, frozenset[str]] = {
     "data_category": frozenset({"description", "identifying"}),
     "fact": frozenset({"type", "values", "min", "max", "category", "identifying", "description"}),
     "agency": frozenset({"description", "types", "country"}),
-    "role": frozenset({"description", "agency_types"}),
+    "role": frozenset({"description", "agency_types", "agency"}),
     "consent_scope": frozenset(
         {"description", "purpose", "recipient", "data_categories", "country", "valid_for"}
     ),
@@ -395,7 +395,7 @@ def build_spec(doc: SourceDocument) -> SopSpec:
         for a in [top.child("agency", "agencies", name)]
     }
     roles = {
-        name: RoleSpec(name, r.names("agency_types"), r("description", ""), r.where())
+        name: RoleSpec(name, r.names("agency_types"), r("description", ""), r("agency"), r.where())
         for name in top("roles") or {}
         for r in [top.child("role", "roles", name)]
     }

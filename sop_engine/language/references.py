@@ -92,6 +92,10 @@ class _References:
             if (f.min is not None or f.max is not None) and f.type not in ("integer", "number"):
                 r.add(f.where, f"{ctx}'min' and 'max' are only for numbers")
 
+    def roles(self) -> None:
+        for role in self.spec.roles.values():
+            self.ref(role.where.of("agency"), "agency", role.agency, None, f"role {role.name!r}: ")
+
     def consent_scopes(self) -> None:
         for c in self.spec.consent_scopes.values():
             ctx = f"consent scope {c.name!r}: "
@@ -179,6 +183,7 @@ def reference_problems(spec: SopSpec, templates: Collection[str] | None = None) 
     """Every reference to something undeclared. ``templates``: known names, or None to skip."""
     check = _References(spec, templates)
     check.facts()
+    check.roles()
     check.consent_scopes()
     check.states()
     check.handoffs()

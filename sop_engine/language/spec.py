@@ -140,6 +140,8 @@ class RoleSpec:
     name: str
     agency_types: tuple[str, ...] = ()
     description: str = ""
+    agency: str | None = None
+    """The agency slot whose agency employs this role in a referral; None for SOP-wide roles."""
     where: Where = _NOWHERE
 
 

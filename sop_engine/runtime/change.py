@@ -82,10 +82,6 @@ _DROP_TIMERS = delete(_TM).where(
 SELECT_BY_CASE_CODE = select(_R).where(_R.c.case_code == bindparam("p_code"))
 """A referral's row by case code; execute with ``{"p_code": code}``."""
 
-COORDINATOR = "coordinator"
-"""The one role not attached to an agency of the referral: its notifications go to the
-coordinators of the SOP, whoever they are."""
-
 
 def anchor_time(
     ref: Row[Any], facts: Mapping[str, Any], anchor: str, now: datetime
@@ -103,16 +99,23 @@ def anchor_time(
 def recipient_agency(
     spec: SopSpec, state: StateSpec | None, role: str, agencies: Mapping[str, Any], owner: str
 ) -> str | None:
-    """The agency a role acts for in a state: no agency for the coordinator (every coordinator
-    of the SOP); the agency filling the slot of the state's task for that role; otherwise (and
-    while that slot is unfilled) the agency managing the case."""
-    if role == COORDINATOR:
-        return None
+    """The agency whose holders of ``role`` are told, in ``state``.
+
+    - the agency filling the slot of the state's task for that role (a handoff's receiving
+      agency, for instance);
+    - for a role the SOP places at an agency slot (``roles: {caseworker: {agency: case_agency}}``),
+      the agency filling that slot, or while it is unfilled the agency managing the case;
+    - for any other role (the coordinator, a national lead body, a GBV sub-cluster): no agency,
+      meaning every holder of the role under this SOP.
+    """
     if state is not None:
         for task in state.tasks.values():
             if task.role == role and task.agency is not None and task.agency in agencies:
                 return str(agencies[task.agency])
-    return owner
+    declared = spec.roles.get(role)
+    if declared is None or declared.agency is None:
+        return None
+    return str(agencies.get(declared.agency, owner))
 
 
 @dataclass

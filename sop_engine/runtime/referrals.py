@@ -103,6 +103,12 @@ def create_referral(
     for slot in agencies or {}:
         if slot not in spec.agencies:
             raise InvalidInput(f"unknown agency slot {slot!r}", field=f"agencies.{slot}")
+    agencies = dict(agencies or {})
+    own_slot = spec.roles[actor.role].agency if actor.role in spec.roles else None
+    if own_slot is not None:
+        # The creator's role belongs at a slot (a caseworker at case_agency): her agency
+        # fills it, so that later steps (feedback to the managing agency) know where it is.
+        agencies.setdefault(own_slot, actor.agency_id)
     checked = check_facts(spec, facts or {}, None)
     plain, identifying = split_identifying(spec, checked)
     now = services.clock.now()
@@ -122,7 +128,7 @@ def create_referral(
         "origin_country": origin_country,
         "destination_country": destination_country,
         "owner_agency_id": actor.agency_id,
-        "agencies": dict(agencies or {}),
+        "agencies": agencies,
         "facts": plain,
         "sealed": sealed,
         "sealed_fields": sorted(k for k, v in identifying.items() if v is not None),
