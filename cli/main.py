@@ -13,7 +13,8 @@ from sqlalchemy.exc import OperationalError
 
 from cli.demo import run_demo
 from notifications.catalogue import template_names
-from sop_engine.errors import ConfigurationError, DefinitionError, NotFound
+from sop_engine.directory import CORRIDOR_ROLES, SERVICES, load_directory
+from sop_engine.errors import ConfigurationError, DefinitionError, InvalidInput, NotFound
 from sop_engine.language.compiler import SopLibrary, compile_paths
 from sop_engine.language.diagram import mermaid
 from sop_engine.language.summary import summary
@@ -241,6 +242,85 @@ def timeline_verify(case_code: str | None) -> None:
             )
     click.echo(f"{len(checks)} timeline(s) checked, {len(broken)} broken.", err=True)
     sys.exit(1 if broken else 0)
+
+
+@cli.group()
+def directory() -> None:
+    """The service directory: agencies, hotlines and border points per country and corridor."""
+
+
+def _directory_path(path: Path | None) -> Path:
+    """The folder given, or the shipped directory, shown relative to here when below here."""
+    if path is not None:
+        return path
+    folder = get_settings().sop_dir / "directory"
+    try:
+        return folder.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return folder
+
+
+_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@directory.command("validate")
+@click.argument("path", required=False, type=_FOLDER)
+def directory_validate(path: Path | None) -> None:
+    """Check a directory folder (default: the shipped one); print every problem as
+    file:line: message."""
+    try:
+        found = load_directory(_directory_path(path))
+    except DefinitionError as exc:
+        click.echo(exc.report())
+        click.echo(f"{len(exc.problems)} problem(s) in the directory.", err=True)
+        sys.exit(1)
+    synthetic = sum(a.synthetic for a in found.agencies)
+    click.echo(
+        f"directory valid: {len(found.agencies)} agencies ({synthetic} synthetic), "
+        f"{len(found.all_hotlines)} hotlines, {len(found.all_border_points)} border points, "
+        f"{len(found.corridors)} corridors.",
+        err=True,
+    )
+
+
+@directory.command("list")
+@click.option("--country", metavar="XX", help="Only agencies in this country (ISO code).")
+@click.option("--service", metavar="S", help=f"Only agencies offering it: {', '.join(SERVICES)}.")
+@click.option("--corridor", metavar="XX-YY", help="Only agencies serving it, e.g. TH-LA.")
+@click.option("--accepting", is_flag=True, help="Only agencies taking new cases.")
+@click.option("--path", type=_FOLDER, help="The directory folder (default: the shipped one).")
+def directory_list(
+    country: str | None,
+    service: str | None,
+    corridor: str | None,
+    accepting: bool,
+    path: Path | None,
+) -> None:
+    """One line per agency: ID, COUNTRY, PROVINCE, NAME, then its services and marks."""
+    try:
+        found = load_directory(_directory_path(path))
+        agencies = found.find(
+            country=country.upper() if country else None,
+            service=service,
+            corridor=corridor.upper() if corridor else None,
+            accepting_only=accepting,
+        )
+    except DefinitionError as exc:
+        click.echo(exc.report(), err=True)
+        sys.exit(1)
+    except InvalidInput as exc:
+        click.echo(f"--{exc.field}: {exc}", err=True)
+        sys.exit(2)
+    for a in agencies:
+        marks = [
+            *(r for r in CORRIDOR_ROLES if r in a.corridor_roles),
+            *(["synthetic"] if a.synthetic else []),
+            *(["verify"] if a.verify else []),
+            *([] if a.accepts_new_cases else ["not accepting"]),
+        ]
+        shown = f" [{', '.join(marks)}]" if marks else ""
+        click.echo(f"{a.id}\t{a.country}\t{a.province}\t{a.name}\t{','.join(a.services)}{shown}")
+    click.echo(f"{len(agencies)} agencies.", err=True)
 
 
 def main() -> None:
