@@ -46,6 +46,31 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the database; by default an SQLite file in ``data_dir``."""
     master_key: SecretStr | None = None
     """Master keys that wrap case keys, ``KEYID:BASE64URL`` comma-separated, current first."""
+    directory_dir: Path | None = None
+    """The service directory; by default ``sop_dir / "directory"``."""
+
+    sweep_interval_seconds: int = 60
+    """How often the escalation sweep runs (its Prefect deployment's interval)."""
+    dispatch_interval_seconds: int = 30
+    """How often the outbox dispatch runs."""
+    batch_size: int = 100
+    """Timers or messages claimed per batch."""
+
+    smtp_host: str | None = None
+    """SMTP server for email notifications; none means no email is sent (in-app only)."""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str = "sop-engine@localhost"
+    smtp_timeout_seconds: float = 10.0
+
+    webhook_secret: SecretStr | None = None
+    """Standard Webhooks signing secret (``whsec_`` + base64); none means no webhooks."""
+    webhook_timeout_seconds: float = 10.0
+
+    def resolved_directory_dir(self) -> Path:
+        return self.directory_dir or self.sop_dir / "directory"
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the embedded SQLite database in ``data_dir``."""

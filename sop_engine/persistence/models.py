@@ -38,6 +38,7 @@ __all__ = [
     "ConsentWithdrawal",
     "Disclosure",
     "IdempotencyRecord",
+    "InboxMessage",
     "OutboxMessage",
     "Referral",
     "Task",
@@ -249,6 +250,30 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_outbox_pending", "status", "next_attempt_at"),)
+
+
+class InboxMessage(Base):
+    """A notification rendered into an agency's in-app inbox (the API lists these).
+
+    One row per outbox message: ``message_id`` is the outbox id, so a message delivered
+    twice (delivery is at least once) lands once.
+    """
+
+    __tablename__ = "inbox_messages"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    referral_id: Mapped[str] = mapped_column(String(36), ForeignKey("referrals.id"))
+    case_code: Mapped[str] = mapped_column(String(32))
+    recipient_role: Mapped[str] = mapped_column(String(64))
+    recipient_agency_id: Mapped[str | None] = mapped_column(String(100))
+    template: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_inbox_agency", "recipient_agency_id", "recipient_role", "read_at"),)
 
 
 class ConsentGrant(Base):

@@ -20,11 +20,12 @@ from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import IdempotencyRecord, table
-from sop_engine.runtime import deadlines, fire, ledger, referrals
+from sop_engine.runtime import deadlines, fire, ledger, outbox, referrals
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim
 from sop_engine.runtime.fire import FireResult
 from sop_engine.runtime.ledger import GrantRecord
+from sop_engine.runtime.outbox import OutboxClaim
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import TimelineCheck, verify_timelines
@@ -157,6 +158,17 @@ class Runtime:
     def sweep(self, limit: int = 100, *, worker: str | None = None) -> list[EscalationOutcome]:
         """Claim due timers and fire each: one batch of the escalation sweep."""
         return [self.fire_escalation(c) for c in self.claim_due_timers(limit=limit, worker=worker)]
+
+    def claim_outbox(
+        self, limit: int = 50, *, worker: str, lease: timedelta = timedelta(minutes=5)
+    ) -> list[OutboxClaim]:
+        return outbox.claim_outbox(self.services, limit=limit, worker=worker, lease=lease)
+
+    def mark_sent(self, claim: OutboxClaim) -> bool:
+        return outbox.mark_sent(self.services, claim)
+
+    def mark_failed_attempt(self, claim: OutboxClaim, error: str) -> str:
+        return outbox.mark_failed_attempt(self.services, claim, error)
 
     def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
         with self.db.connect() as conn:
