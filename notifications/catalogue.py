@@ -42,6 +42,7 @@ LANGUAGES = ("en", "th", "km", "lo", "my", "vi")
 _TRANSITION = frozenset({"case_code", "event", "state", "service", "ask", "due_at"})
 _ESCALATION = frozenset({"case_code", "event", "state", "deadline", "level", "ask", "due_at"})
 _WITHDRAWAL = frozenset({"case_code", "event", "state", "scope", "ask"})
+_DELIVERY_FAILURE = frozenset({"case_code", "event", "state", "ask"})
 
 CONTEXT_KEYS: Mapping[str, frozenset[str]] = {
     "task_assigned": _TRANSITION,
@@ -56,9 +57,13 @@ CONTEXT_KEYS: Mapping[str, frozenset[str]] = {
     "consent_withdrawn": _WITHDRAWAL,
     "case_closed": _TRANSITION,
     "feedback_received": _TRANSITION,
+    # To the coordinators, when another notification kept failing: nothing is due by a set
+    # time, and no service or deadline is named.
+    "delivery_failed": _DELIVERY_FAILURE,
 }
 """For each notification, the outbox context keys its sender guarantees (transitions in
-``runtime.fire``, escalations in ``runtime.deadlines``, withdrawals in ``runtime.ledger``).
+``runtime.fire``, escalations in ``runtime.deadlines``, withdrawals in ``runtime.ledger``,
+failed deliveries in ``runtime.outbox``).
 A template uses only these, with ``due_local`` in place of ``due_at``."""
 
 REVIEW_PENDING = "{# review: pending native-speaker review #}"

@@ -33,6 +33,7 @@ NOTIFICATIONS = (
     "consent_withdrawn",
     "case_closed",
     "feedback_received",
+    "delivery_failed",
 )
 EVERY_FILE = [(name, lang) for name in NOTIFICATIONS for lang in LANGUAGES]
 TRANSLATION_FILES = [(name, lang) for name, lang in EVERY_FILE if lang != FALLBACK_LANGUAGE]
@@ -71,7 +72,7 @@ def ids(case: tuple[str, str]) -> str:
 # -- the set of files -------------------------------------------------------------------------
 
 
-def test_the_catalogue_lists_exactly_the_ten_notifications() -> None:
+def test_the_catalogue_lists_exactly_the_known_notifications() -> None:
     assert template_names() == set(NOTIFICATIONS)
     assert set(CONTEXT_KEYS) == set(NOTIFICATIONS)
 
