@@ -323,5 +323,32 @@ def directory_list(
     click.echo(f"{len(agencies)} agencies.", err=True)
 
 
+@cli.command()
+@click.option(
+    "--prefect-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    envvar="SOP_ENGINE_PREFECT_PORT",
+    show_default=True,
+    help="Port of the local Prefect server (0: a free one). Unused with PREFECT_API_URL.",
+)
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(1),
+    default=60.0,
+    envvar="SOP_ENGINE_PREFECT_STARTUP_TIMEOUT",
+    show_default=True,
+    help="Seconds to wait for the Prefect server to answer.",
+)
+def worker(prefect_port: int, startup_timeout: float) -> None:
+    """Serve the escalation sweep and the outbox dispatch on their intervals, with the Prefect
+    server at PREFECT_API_URL or, without it, a local one in SOP_ENGINE_DATA_DIR/prefect.
+    Stops on SIGTERM or Ctrl-C."""
+    # Imported here: Prefect takes a second to import, which no other command should pay.
+    from cli.worker import run_worker  # noqa: PLC0415
+
+    sys.exit(run_worker(prefect_port=prefect_port, startup_timeout=startup_timeout))
+
+
 def main() -> None:
     cli(prog_name="sop-engine")

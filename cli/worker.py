@@ -1,0 +1,187 @@
+"""``sop-engine worker``: serve the escalation sweep and the outbox dispatch on their intervals.
+
+The worker checks that the engine can start (database reachable and migrated, SOP library
+and service directory valid, master key present), finds a Prefect server (the one at
+``PREFECT_API_URL``, or one of its own on 127.0.0.1 with its database in
+``<data_dir>/prefect``), logs where the Prefect UI is, and serves the deployments until
+SIGTERM or SIGINT. Then it stops serving, stops the server it started and exits 0.
+
+Its log lines name flows, intervals and addresses, never a referral.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, get_current_settings, temporary_settings
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from sop_engine.errors import ConfigurationError, DefinitionError
+from sop_engine.settings import Settings, get_settings
+from workflows.deployments import deployments
+from workflows.runtime import flow_delivery, flow_runtime
+from workflows.server import (
+    LocalPrefectServer,
+    PrefectServerError,
+    shown_url,
+    wait_until_healthy,
+)
+from workflows.serving import STOP_SIGNALS, serve
+
+__all__ = ["PREFECT_FOLDER", "WorkerStopping", "run_worker"]
+
+PREFECT_FOLDER = "prefect"
+"""The local Prefect server's home, inside the data folder."""
+
+log = logging.getLogger("sop_engine.worker")
+
+
+class WorkerStopping(Exception):
+    """SIGTERM or SIGINT arrived before the worker began serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefectApi:
+    """The Prefect server the worker uses, and whether the worker started it."""
+
+    api_url: str
+    ui_url: str
+    server_pid: int | None = None
+    """The process id of the server the worker started; None for an external server."""
+
+    @property
+    def local(self) -> bool:
+        return self.server_pid is not None
+
+
+def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
+    """Run the worker until a stop signal; the exit code: 0 when stopped, 1 on a failure
+    to start, which it logs.
+
+    The settings come from the environment (:func:`get_settings`), where the flow runs,
+    each in a process of its own, read them too.
+    """
+    _configure_logging()
+    with _StopSignals() as signals:
+        try:
+            settings = get_settings()
+            _check_engine()
+            with _prefect_api(settings, prefect_port, startup_timeout) as api:
+                where = f"a local Prefect server (pid {api.server_pid})"
+                where = where if api.local else "the Prefect server"
+                shown = shown_url(api.api_url), shown_url(api.ui_url)
+                log.info("using %s at %s; Prefect UI at %s", where, *shown)
+                updates = {PREFECT_API_URL: api.api_url}
+                if api.local:
+                    updates[PREFECT_HOME] = str(_prefect_home(settings))
+                with temporary_settings(updates=updates):
+                    served = deployments(settings)
+                    log.info(
+                        "serving escalation-sweep every %d s and outbox-dispatch every %d s; "
+                        "stop with SIGTERM or Ctrl-C",
+                        settings.sweep_interval_seconds,
+                        settings.dispatch_interval_seconds,
+                    )
+                    try:
+                        serve(served)
+                    finally:
+                        signals.stopping = True
+                log.info("stopped serving")
+        except WorkerStopping as exc:
+            log.info("%s before serving began; stopping", exc)
+        except (PrefectServerError, ConfigurationError, ValidationError) as exc:
+            log.error("cannot start the worker: %s", exc)
+            return 1
+        except DefinitionError as exc:
+            log.error("cannot start the worker: %s", exc.report())
+            return 1
+        except SQLAlchemyError as exc:
+            log.error("cannot use the database: %s", getattr(exc, "orig", None) or exc)
+            return 1
+    log.info("worker stopped")
+    return 0
+
+
+def _check_engine() -> None:
+    """Build what the flows will build (and migrate the database), so that a broken setting
+    stops the worker now instead of failing every run."""
+    runtime = flow_runtime()
+    flow_delivery()
+    runtime.db.dispose()
+
+
+@contextmanager
+def _prefect_api(settings: Settings, port: int, startup_timeout: float) -> Iterator[PrefectApi]:
+    external = get_current_settings().api.url
+    if external:
+        api_url = external.rstrip("/")
+        wait_until_healthy(api_url, startup_timeout)
+        yield PrefectApi(api_url, _ui_url(api_url))
+        return
+    home = _prefect_home(settings)
+    log.info("starting a local Prefect server (home %s)", home)
+    with LocalPrefectServer(home, port, startup_timeout=startup_timeout) as server:
+        yield PrefectApi(server.api_url, server.url, server.pid)
+        log.info("stopping the local Prefect server")
+
+
+def _prefect_home(settings: Settings) -> Path:
+    return (settings.data_dir / PREFECT_FOLDER).expanduser().resolve()
+
+
+def _ui_url(api_url: str) -> str:
+    ui_url = get_current_settings().ui_url
+    if ui_url:
+        return ui_url
+    return api_url.removesuffix("/api")
+
+
+def _configure_logging() -> None:
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT during start-up raise :class:`WorkerStopping` (once); while serving,
+    :func:`workflows.serving.serve` handles them; after, while the worker cleans up, they are
+    ignored, so that a second Ctrl-C cannot leave the Prefect server behind."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._previous: dict[signal.Signals, Callable[[int, FrameType | None], object] | int] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for sig in STOP_SIGNALS:
+            previous = signal.getsignal(sig)
+            if previous is not None:  # None: set outside Python; nothing to put back
+                self._previous[sig] = previous
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        raise WorkerStopping(signal.Signals(signum).name)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

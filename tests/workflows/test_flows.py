@@ -1,0 +1,159 @@
+"""The flows' bodies, called through ``.fn`` on a real SQLite runtime with a manual clock: no
+Prefect server, no waiting. Every name, agency and fact here is synthetic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from notifications.channels import InboxChannel
+from sop_engine.clock import ManualClock
+from sop_engine.directory import ServiceDirectory
+from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
+from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.engine import Runtime
+from workflows import Delivery, escalation_sweep, outbox_dispatch, use_runtime
+
+T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
+
+NewReferral = Callable[[], str]
+
+
+def _escalations(runtime: Runtime) -> list[tuple[str, int]]:
+    with runtime.db.connect() as conn:
+        rows = conn.execute(
+            select(T.c.referral_id, T.c.details).where(T.c.kind == "escalation").order_by(T.c.id)
+        ).all()
+    return [(row.referral_id, row.details["level"]) for row in rows]
+
+
+def _count(runtime: Runtime, table_: object) -> int:
+    with runtime.db.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(table_)) or 0)  # type: ignore[arg-type]
+
+
+def test_a_passed_deadline_is_escalated_once(
+    runtime: Runtime, clock: ManualClock, caseworker: Actor, new_referral: NewReferral
+) -> None:
+    referral = new_referral()
+    with use_runtime(runtime):
+        assert escalation_sweep.fn() == {}  # nothing due yet
+        clock.advance(timedelta(hours=1))  # level 1 of 'assign' is due
+        assert escalation_sweep.fn() == {"escalated": 1}
+        assert escalation_sweep.fn() == {}
+    assert _escalations(runtime) == [(referral, 1)]
+    with runtime.db.connect() as conn:
+        notified = conn.execute(
+            select(OUT.c.template, OUT.c.recipient_role, OUT.c.recipient_agency_id)
+        ).all()
+    reminder = ("deadline_reminder", "caseworker", caseworker.agency_id)
+    assert [tuple(n) for n in notified] == [reminder]
+
+
+def test_the_sweep_goes_on_while_batches_come_back_full_up_to_its_cap(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    for _ in range(5):
+        new_referral()
+    clock.advance(timedelta(hours=1))
+    with use_runtime(runtime):
+        assert escalation_sweep.fn(batch_size=2, max_batches=2) == {"escalated": 4}
+        assert escalation_sweep.fn(batch_size=2, max_batches=2) == {"escalated": 1}
+        assert escalation_sweep.fn(batch_size=2, max_batches=2) == {}
+    assert len(_escalations(runtime)) == 5
+
+
+def test_a_timer_claimed_by_a_sweep_that_died_is_escalated_once_its_lease_runs_out(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    new_referral()
+    clock.advance(timedelta(hours=1))
+    # Another sweep claimed the timer and died: the claim's lease has to run out first.
+    [claim] = runtime.claim_due_timers(worker="a-sweep-that-died")
+    with use_runtime(runtime):
+        assert escalation_sweep.fn() == {}
+        clock.advance(timedelta(minutes=6))
+        assert escalation_sweep.fn() == {"escalated": 1}
+    assert runtime.fire_escalation(claim).outcome == "already_fired"
+
+
+def test_the_dispatch_delivers_escalations_to_the_in_app_inbox(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral, directory: ServiceDirectory
+) -> None:
+    new_referral()
+    clock.advance(timedelta(hours=1))
+    delivery = Delivery(directory, [InboxChannel(runtime.db)])
+    with use_runtime(runtime, delivery):
+        escalation_sweep.fn()
+        assert outbox_dispatch.fn() == {"sent": 1}
+        assert outbox_dispatch.fn() == {}
+    with runtime.db.connect() as conn:
+        inbox = conn.execute(
+            select(INBOX.c.template, INBOX.c.recipient_agency_id, INBOX.c.language)
+        ).all()
+    assert [tuple(m) for m in inbox] == [("deadline_reminder", "TH-SYN-LEGAL-BANGKOK", "th")]
+
+
+def test_the_dispatch_works_in_batches_up_to_its_cap(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral, directory: ServiceDirectory
+) -> None:
+    for _ in range(3):
+        new_referral()
+    clock.advance(timedelta(hours=1))
+    with use_runtime(runtime, Delivery(directory, [InboxChannel(runtime.db)])):
+        assert escalation_sweep.fn() == {"escalated": 3}
+        assert outbox_dispatch.fn(batch_size=1, max_batches=2) == {"sent": 2}
+        assert outbox_dispatch.fn(batch_size=1, max_batches=2) == {"sent": 1}
+    assert _count(runtime, INBOX) == 3
+
+
+def test_outside_use_runtime_the_flows_build_their_runtime_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sop_engine.settings import get_settings
+    from workflows import runtime as flow_parts
+
+    monkeypatch.setenv("SOP_ENGINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SOP_ENGINE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SOP_ENGINE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("SOP_ENGINE_ENVIRONMENT", raising=False)
+    get_settings.cache_clear()
+    flow_parts._runtime_from_settings.cache_clear()
+    try:
+        assert escalation_sweep.fn() == {}  # migrates the embedded database on first use
+        assert outbox_dispatch.fn() == {}
+        built = flow_parts.flow_runtime()
+        assert flow_parts.flow_runtime() is built  # once per process
+        assert built.db.url.database == str(tmp_path / "data" / "sop_engine.sqlite3")
+    finally:
+        flow_parts.flow_runtime().db.dispose()
+        flow_parts._runtime_from_settings.cache_clear()
+        flow_parts._delivery_from_settings.cache_clear()
+        get_settings.cache_clear()
+
+
+def test_the_public_surface() -> None:
+    import workflows
+
+    assert sorted(workflows.__all__) == [
+        "Delivery",
+        "LocalPrefectServer",
+        "PrefectServerError",
+        "deployments",
+        "escalation_sweep",
+        "flow_delivery",
+        "flow_runtime",
+        "outbox_dispatch",
+        "serve",
+        "use_runtime",
+        "wait_until_healthy",
+    ]
+    assert all(hasattr(workflows, name) for name in workflows.__all__)
+    assert (workflows.escalation_sweep.name, workflows.outbox_dispatch.name) == (
+        "escalation-sweep",
+        "outbox-dispatch",
+    )

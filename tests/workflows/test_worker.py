@@ -1,0 +1,239 @@
+"""``sop-engine worker`` as an operator runs it: a real Prefect server, its scheduler driving
+the sweep, a clean stop on SIGTERM. Each test cleans up every process it starts.
+
+Every name, agency and fact here is synthetic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from sop_engine.clock import ManualClock
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.db import default_database_url, make_engine
+from sop_engine.persistence.migrate import upgrade
+from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
+from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.engine import Runtime
+from sop_engine.settings import Settings
+from workflows.server import LocalPrefectServer
+
+SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
+T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
+SURVIVOR = "Synthetic Survivor 042"
+
+
+def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This machine's environment without any SOP_ENGINE_* or PREFECT_* setting of its own,
+    with Prefect's home in ``tmp_path`` and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOP_ENGINE_", "PREFECT_"))}
+    env.update(
+        {
+            "SOP_ENGINE_DATA_DIR": str(tmp_path / "data"),
+            "PREFECT_HOME": str(tmp_path / "prefect-client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def _wait_for(check: Callable[[], object], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            tail = "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-40:])
+            pytest.fail(f"{what} not within {timeout:g} s; the worker's output ends:\n{tail}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def _worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``sop-engine worker``, its output in ``log``; killed with its flow runs and its Prefect
+    server if the test leaves it running."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(SOP_ENGINE), "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its group holds the flow runs it starts
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            server = re.search(rb"local Prefect server \(pid (\d+)\)", log.read_bytes())
+            if server is not None:
+                with suppress(ProcessLookupError):
+                    os.killpg(int(server.group(1)), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[LocalPrefectServer]:
+    """A real Prefect server, scheduler included, with its home and database in tmp_path."""
+    with LocalPrefectServer(tmp_path / "prefect-server", startup_timeout=90) as server:
+        yield server
+
+
+def _referral_already_due(data_dir: Path, library: SopLibrary) -> tuple[str, str]:
+    """A corridor referral made 90 minutes ago in the embedded database of ``data_dir``: the
+    first level of its ``assign`` deadline came due 30 minutes ago, the next one is not due
+    yet. Returns its id and case code."""
+    settings = Settings(data_dir=data_dir, database_url=None, master_key=None)
+    engine = make_engine(default_database_url(data_dir))
+    try:
+        upgrade(engine)
+        clock = ManualClock(datetime.now(UTC) - timedelta(minutes=90))
+        runtime = Runtime(engine, library, settings.keyring(), clock)
+        view = runtime.create_referral(
+            sop_key="example.corridor",
+            sop_version=1,
+            actor=Actor("u-cw", "caseworker", "TH-SYN-LEGAL-BANGKOK", "ngo"),
+            origin_country="TH",
+            destination_country="LA",
+            facts={"survivor_age": 22, "survivor_name": SURVIVOR},
+        )
+    finally:
+        engine.dispose()
+    return view.id, view.case_code
+
+
+@pytest.mark.slow
+def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
+    tmp_path: Path, prefect_server: LocalPrefectServer, library: SopLibrary
+) -> None:
+    referral, case_code = _referral_already_due(tmp_path / "data", library)
+    env = _environment(
+        tmp_path,
+        PREFECT_API_URL=prefect_server.api_url,
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+        SOP_ENGINE_SWEEP_INTERVAL_SECONDS="5",
+        SOP_ENGINE_DISPATCH_INTERVAL_SECONDS="5",
+    )
+    engine = make_engine(default_database_url(tmp_path / "data"))
+    log = tmp_path / "worker.log"
+
+    def count(query_table: object, *where: object) -> int:
+        with engine.connect() as conn:
+            query = select(func.count()).select_from(query_table)  # type: ignore[arg-type]
+            return int(conn.scalar(query.where(*where)) or 0)  # type: ignore[arg-type]
+
+    try:
+        with _worker(env, log) as worker:
+            _wait_for(
+                lambda: count(T, T.c.referral_id == referral, T.c.kind == "escalation"),
+                90,
+                "an escalation on the referral's timeline",
+                log,
+            )
+            _wait_for(
+                lambda: count(INBOX, INBOX.c.referral_id == referral),
+                60,
+                "the reminder in the in-app inbox",
+                log,
+            )
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+    finally:
+        engine.dispose()
+    assert count(T, T.c.referral_id == referral, T.c.kind == "escalation") == 1
+    assert count(OUT, OUT.c.referral_id == referral) == 1
+
+    runs = httpx.post(
+        f"{prefect_server.api_url}/flow_runs/filter",
+        json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+        timeout=10,
+    ).json()
+    assert runs, "no completed flow runs"
+    assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs)  # the scheduler's
+    assert all(r["parameters"] == {"batch_size": 100} for r in runs)
+    output = log.read_text("utf-8", errors="replace")
+    assert "escalation sweep: 1 escalated" in output
+    assert case_code not in output
+    assert SURVIVOR not in output
+    assert all(case_code not in r["name"] for r in runs)
+
+
+@pytest.mark.slow
+def test_the_worker_starts_a_local_prefect_server_and_stops_it_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "worker.log"
+    with _worker(_environment(tmp_path), log) as worker:
+        started = re.compile(
+            rb"local Prefect server \(pid (\d+)\) at (\S+); Prefect UI at (http://127\.0\.0\.1:\d+)"
+        )
+        _wait_for(lambda: started.search(log.read_bytes()), 90, "the Prefect UI's address", log)
+        _wait_for(lambda: b"serving escalation-sweep" in log.read_bytes(), 30, "serving", log)
+        found = started.search(log.read_bytes())
+        assert found is not None
+        server_pid, api_url, ui_url = int(found[1]), found[2].decode(), found[3].decode()
+        assert api_url == f"{ui_url}/api"
+        assert httpx.get(f"{api_url}/health", timeout=5).json() is True
+        assert httpx.get(ui_url, timeout=5).status_code == 200
+        assert (tmp_path / "data" / "prefect" / "prefect.db").is_file()
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    assert "worker stopped" in log.read_text("utf-8")
+    assert not _alive(server_pid)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{api_url}/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_a_prefect_server_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    env = _environment(
+        tmp_path,
+        PREFECT_API_URL="http://127.0.0.1:9/api",  # the discard port: nobody answers
+        SOP_ENGINE_PREFECT_STARTUP_TIMEOUT="1",
+    )
+    with _worker(env, log) as worker:
+        assert worker.wait(60) == 1
+    assert (
+        "cannot start the worker: the Prefect server at http://127.0.0.1:9/api did not answer"
+        in log.read_text("utf-8")
+    )
+
+
+@pytest.mark.slow
+def test_a_broken_setting_stops_the_worker_before_any_prefect_server_starts(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "worker.log"
+    env = _environment(tmp_path, SOP_ENGINE_ENVIRONMENT="production")  # and no master key
+    with _worker(env, log) as worker:
+        assert worker.wait(60) == 1
+    output = log.read_text("utf-8")
+    assert "cannot start the worker: SOP_ENGINE_MASTER_KEY must be set in production" in output
+    assert "Prefect server" not in output

@@ -1,0 +1,95 @@
+"""Serving deployments: register them with the Prefect server in use, then poll it for their
+scheduled runs and start each run in a process of its own, until SIGTERM or SIGINT.
+
+This is Prefect's :class:`~prefect.runner.Runner` (what ``prefect.serve`` runs), with two
+choices of ours. Schedules are not paused on shutdown: other workers may serve the same
+deployments, and pausing would stop them too (a run left late meanwhile is cancelled by the
+deployment's concurrency limit, see :mod:`workflows.deployments`). And both signals stop it
+the same way, however early they come: the runner stops polling, cancels the runs in flight
+(every step they take is idempotent, and their claims come back when the leases run out)
+and :func:`serve` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect.deployments.runner import RunnerDeployment
+from prefect.runner import Runner
+
+__all__ = ["STOP_SIGNALS", "runner_name", "serve"]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_Handler = Callable[[int, Any], Any] | int | None
+
+
+def runner_name() -> str:
+    """``sop-engine-<host>``: which machine serves, as the Prefect UI shows it."""
+    host = socket.gethostname().replace("/", "-").replace("%", "-")
+    return f"sop-engine-{host}"
+
+
+def serve(deployments: Sequence[RunnerDeployment], *, name: str | None = None) -> None:
+    """Serve ``deployments`` until SIGTERM or SIGINT, then return once the runner stopped.
+
+    The signal handlers in place before are back when it returns. Must be called from the
+    main thread, outside an event loop.
+
+    :raises Exception: whatever stops the runner otherwise (the Prefect API gone for good).
+    """
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    asyncio.run(_serve(list(deployments), name or runner_name(), previous))
+
+
+async def _serve(
+    deployments: list[RunnerDeployment], name: str, previous: dict[signal.Signals, _Handler]
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # No process limit: late runs found after a restart are all proposed at once, and
+        # the deployments' concurrency limits cancel all but one each, instead of a limit of
+        # five letting them through a few at a time.
+        runner = _Runner(stop, name=name, pause_on_shutdown=False, limit=None)
+        for deployment in deployments:
+            if stop.is_set():
+                return
+            await runner.aadd_deployment(deployment)
+        if stop.is_set():
+            return
+        serving = asyncio.create_task(runner.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not serving.done():
+            while not runner.started and not serving.done():  # a signal during start-up
+                await asyncio.sleep(0.05)
+            if runner.started:
+                await runner.astop()
+        await serving
+    finally:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+class _Runner(Runner):
+    """The runner, stopped through ``stop`` only: :meth:`Runner.start` installs a SIGTERM
+    handler of its own, which would stop it a second time."""
+
+    def __init__(self, stop: asyncio.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stop_requested = stop
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._stop_requested.set)
