@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import sop_engine.directory
 from notifications.catalogue import template_names
 from sop_engine.directory import ServiceDirectory, load_directory
-from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.errors import DefinitionError, InvalidInput, NotFound
 from sop_engine.language.compiler import compile_paths
 from sop_engine.language.spec import AgencySlot
 
@@ -185,3 +186,33 @@ def test_the_directory_needs_no_web_scheduling_or_templating_framework() -> None
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def _with_webhook(tmp_path: Path, address: str) -> Path:
+    folder = tmp_path / "directory"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "sop_definitions" / "directory", folder)
+    path = folder / "th.yaml"
+    text = path.read_text("utf-8")
+    start = text.index("  - id: TH-SYN-CBO-NONGKHAI\n")
+    end = text.index("contact_channel: in_app", start)
+    contact = f"contact_channel: webhook\n    contact_address: {address}"
+    path.write_text(text[:end] + contact + text[end + len("contact_channel: in_app") :], "utf-8")
+    return folder
+
+
+def test_a_synthetic_agency_may_use_a_webhook_receiver_on_loopback(tmp_path: Path) -> None:
+    """Tests' receivers listen on this machine, which reaches no one else."""
+    folder = _with_webhook(tmp_path, "http://127.0.0.1:8089/sop-engine")
+    agency = load_directory(folder).agency("TH-SYN-CBO-NONGKHAI")
+    assert (agency.contact_channel, agency.contact_address) == (
+        "webhook",
+        "http://127.0.0.1:8089/sop-engine",
+    )
+
+
+@pytest.mark.parametrize("address", ["http://10.0.0.7/hook", "http://example.org/hook"])
+def test_a_webhook_elsewhere_must_be_https_on_a_reserved_domain(
+    tmp_path: Path, address: str
+) -> None:
+    with pytest.raises(DefinitionError, match="is not an address of the form"):
+        load_directory(_with_webhook(tmp_path, address))

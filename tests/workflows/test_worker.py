@@ -6,20 +6,28 @@ Every name, agency and fact here is synthetic.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from sop_engine.clock import ManualClock
 from sop_engine.language.compiler import SopLibrary
@@ -32,6 +40,7 @@ from sop_engine.settings import Settings
 from workflows.server import LocalPrefectServer
 
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
+DIRECTORY = Path(__file__).resolve().parents[2] / "sop_definitions" / "directory"
 T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
 SURVIVOR = "Synthetic Survivor 042"
 
@@ -104,10 +113,12 @@ def prefect_server(tmp_path: Path) -> Iterator[LocalPrefectServer]:
         yield server
 
 
-def _referral_already_due(data_dir: Path, library: SopLibrary) -> tuple[str, str]:
-    """A corridor referral made 90 minutes ago in the embedded database of ``data_dir``: the
-    first level of its ``assign`` deadline came due 30 minutes ago, the next one is not due
-    yet. Returns its id and case code."""
+def _referral_already_due(
+    data_dir: Path, library: SopLibrary, owner: str = "TH-SYN-LEGAL-BANGKOK"
+) -> tuple[str, str]:
+    """A corridor referral made 90 minutes ago in the embedded database of ``data_dir``,
+    managed by ``owner``: the first level of its ``assign`` deadline came due 30 minutes ago,
+    the next one is not due yet. Returns its id and case code."""
     settings = Settings(data_dir=data_dir, database_url=None, master_key=None)
     engine = make_engine(default_database_url(data_dir))
     try:
@@ -117,7 +128,7 @@ def _referral_already_due(data_dir: Path, library: SopLibrary) -> tuple[str, str
         view = runtime.create_referral(
             sop_key="example.corridor",
             sop_version=1,
-            actor=Actor("u-cw", "caseworker", "TH-SYN-LEGAL-BANGKOK", "ngo"),
+            actor=Actor("u-cw", "caseworker", owner, "ngo"),
             origin_country="TH",
             destination_country="LA",
             facts={"survivor_age": 22, "survivor_name": SURVIVOR},
@@ -127,17 +138,98 @@ def _referral_already_due(data_dir: Path, library: SopLibrary) -> tuple[str, str
     return view.id, view.case_code
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _SmtpInbox:
+    """An aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(bytes(envelope.content))
+        return "250 OK"
+
+
+class _WebhookReceiver(ThreadingHTTPServer):
+    """A webhook endpoint on loopback that keeps only what a Standard Webhooks library
+    verifies; anything else is answered 401 and counted."""
+
+    def __init__(self, secret: str) -> None:
+        self.verified: list[dict[str, Any]] = []
+        self.refused = 0
+        self.webhook = Webhook(secret)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                try:
+                    receiver.verified.append(receiver.webhook.verify(body, dict(self.headers)))
+                    self.send_response(204)
+                except WebhookVerificationError:
+                    receiver.refused += 1
+                    self.send_response(401)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/sop-engine"
+
+
+def _directory_with_channels(
+    folder: Path, email_agency: str, webhook_agency: str, webhook_url: str
+) -> Path:
+    """The shipped directory, with two synthetic Thai agencies reachable by email (a reserved
+    domain; the test's SMTP server takes it) and by webhook (the test's receiver)."""
+    shutil.copytree(DIRECTORY, folder)
+    path = folder / "th.yaml"
+    text = path.read_text("utf-8")
+    for agency, contact in (
+        (email_agency, "contact_channel: email\n    contact_address: caseworkers@legal-c.example"),
+        (webhook_agency, f"contact_channel: webhook\n    contact_address: {webhook_url}"),
+    ):
+        start = text.index(f"  - id: {agency}\n")
+        end = text.index("contact_channel: in_app", start)
+        text = text[:end] + contact + text[end + len("contact_channel: in_app") :]
+    path.write_text(text, encoding="utf-8")
+    return folder
+
+
 @pytest.mark.slow
 def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     tmp_path: Path, prefect_server: LocalPrefectServer, library: SopLibrary
 ) -> None:
+    """A deadline passes; the scheduled sweep escalates it; the scheduled dispatch delivers the
+    reminders to a real SMTP server and to a webhook receiver that verifies the signature."""
     referral, case_code = _referral_already_due(tmp_path / "data", library)
+    other, other_code = _referral_already_due(tmp_path / "data", library, "TH-SYN-CBO-NONGKHAI")
+    secret = "whsec_" + base64.b64encode(b"synthetic webhook secret 32bytes").decode()
+    mailbox = _SmtpInbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    smtp.start()
+    receiver = _WebhookReceiver(secret)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    directory = _directory_with_channels(
+        tmp_path / "directory", "TH-SYN-LEGAL-BANGKOK", "TH-SYN-CBO-NONGKHAI", receiver.url
+    )
     env = _environment(
         tmp_path,
         PREFECT_API_URL=prefect_server.api_url,
         PREFECT_RUNNER_POLL_FREQUENCY="2",
         SOP_ENGINE_SWEEP_INTERVAL_SECONDS="5",
         SOP_ENGINE_DISPATCH_INTERVAL_SECONDS="5",
+        SOP_ENGINE_DIRECTORY_DIR=str(directory),
+        SOP_ENGINE_SMTP_HOST="127.0.0.1",
+        SOP_ENGINE_SMTP_PORT=str(smtp.port),
+        SOP_ENGINE_SMTP_STARTTLS="false",
+        SOP_ENGINE_WEBHOOK_SECRET=secret,
     )
     engine = make_engine(default_database_url(tmp_path / "data"))
     log = tmp_path / "worker.log"
@@ -161,12 +253,26 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
                 "the reminder in the in-app inbox",
                 log,
             )
+            _wait_for(lambda: mailbox.messages, 60, "the reminder by email", log)
+            _wait_for(lambda: receiver.verified, 60, "the reminder by webhook", log)
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
     finally:
         engine.dispose()
+        smtp.stop()
+        receiver.shutdown()
     assert count(T, T.c.referral_id == referral, T.c.kind == "escalation") == 1
     assert count(OUT, OUT.c.referral_id == referral) == 1
+    # Each reminder arrived once, by its agency's channel, naming the case and no one.
+    (email,) = mailbox.messages
+    assert case_code.encode() in email
+    assert SURVIVOR.encode() not in email
+    (hook,) = receiver.verified
+    assert receiver.refused == 0
+    assert hook["case_code"] == other_code
+    assert hook["recipient_agency_id"] == "TH-SYN-CBO-NONGKHAI"
+    assert SURVIVOR not in str(hook)
+    assert other != referral
 
     runs = httpx.post(
         f"{prefect_server.api_url}/flow_runs/filter",
@@ -177,7 +283,7 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs)  # the scheduler's
     assert all(r["parameters"] == {"batch_size": 100} for r in runs)
     output = log.read_text("utf-8", errors="replace")
-    assert "escalation sweep: 1 escalated" in output
+    assert "escalation sweep: 2 escalated" in output
     assert case_code not in output
     assert SURVIVOR not in output
     assert all(case_code not in r["name"] for r in runs)
