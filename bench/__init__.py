@@ -1,13 +1,18 @@
 """Benchmarks of the referral runtime: ``python -m bench [--quick] [--json OUT]``.
 
-Three figures, each against a baseline measured in the same run:
+Five figures, each against a baseline measured in the same run, and two for information:
 
 - ``fire_sqlite`` and ``fire_postgres``: events per second through ``Runtime.fire`` against a
   bare SQLAlchemy Core transaction doing the same writes on the same tables and engine
   (:mod:`bench.throughput`);
 - ``memory_open_referrals``: peak memory allocated while firing events on randomly chosen
   referrals among a few thousand open ones and among ten times as many
-  (:mod:`bench.memory`).
+  (:mod:`bench.memory`);
+- ``sweep_sqlite`` and ``sweep_postgres``: due timers per second claimed by
+  ``Runtime.claim_due_timers`` among a million timer rows, against the bare claim query
+  (select the due ids, lease them) on the same rows (:mod:`bench.sweep`);
+- ``escalate_sqlite`` and ``escalate_postgres`` (no baseline): escalations per second through
+  ``Runtime.sweep`` on the same database.
 
 The SOP fired is the synthetic ``bench.pingpong`` (``bench/bench.sop.yaml``). Speed targets
 live here and in the README, never in unit tests.

@@ -2,9 +2,10 @@
 optionally write the figures as a JSON list of ``{"name", "value", "unit", "baseline",
 "ratio"}`` objects (see README, "Performance").
 
-A figure that could not be measured (``fire_postgres`` when the server cannot be reached) is
-printed as ``skipped: why`` and written with ``null`` value, baseline and ratio and a
-``skipped`` reason.
+A figure that could not be measured (``fire_postgres``, ``sweep_postgres`` and
+``escalate_postgres`` when the server cannot be reached) is printed as ``skipped: why`` and
+written with ``null`` value, baseline and ratio and a ``skipped`` reason. The informational
+figures (``escalate_*``) have no baseline: they are written with ``null`` baseline and ratio.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.common import POSTGRES_URL, Figure, postgres_schema
 from bench.memory import MemoryPlan, measure_memory
+from bench.sweep import Sweep, SweepPlan, measure_sweep
 from bench.throughput import Plan, Throughput, measure_throughput
 from sop_engine.persistence.db import make_engine
 
-FULL = (Plan(referrals=50, warmup=200, events=300, repetitions=11), MemoryPlan())
+FULL = (Plan(referrals=50, warmup=200, events=300, repetitions=11), MemoryPlan(), SweepPlan())
 QUICK = (
     Plan(referrals=20, warmup=50, events=100, repetitions=5),
     MemoryPlan(small=2_000, large=20_000, warmup=100, events=500),
+    SweepPlan(
+        referrals=1_000, timers=100_000, due=2_000, fired=10_000, repetitions=5, escalations=300
+    ),
 )
 FIRE_GOAL = 0.5
 """``Runtime.fire`` should run at half the baseline's speed or better."""
+SWEEP_GOAL = 0.5
+"""``Runtime.claim_due_timers`` too."""
 FLAT = 0.8
 """Memory is flat when the larger database costs at most 1/0.8 = 1.25 times the smaller."""
 
@@ -45,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench", description="Benchmarks of the referral runtime."
     )
     parser.add_argument(
-        "--quick", action="store_true", help="scaled down: about 15 s instead of about 1 min"
+        "--quick", action="store_true", help="scaled down: about 20 s instead of about 2.5 min"
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the figures here")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("SOP_ENGINE_TEST_POSTGRES_URL", POSTGRES_URL),
-        help="server for fire_postgres; each run uses a fresh schema (default: %(default)s)",
+        help="server for the *_postgres figures; each uses a fresh schema (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    plan, memory_plan = QUICK if args.quick else FULL
+    plan, memory_plan, sweep_plan = QUICK if args.quick else FULL
 
     began = time.perf_counter()
     print(
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         _timed("fire_sqlite", lambda: _fire_sqlite(plan)),
         _timed("fire_postgres", lambda: _fire_postgres(plan, args.postgres_url)),
         _timed("memory_open_referrals", lambda: _memory(memory_plan)),
+        *_timed_many("sweep_sqlite", lambda: _sweep_sqlite(sweep_plan)),
+        *_timed_many("sweep_postgres", lambda: _sweep_postgres(sweep_plan, args.postgres_url)),
     ]
     _print_goals(figures)
     print(f"# {time.perf_counter() - began:.0f} s in all")
@@ -80,6 +89,14 @@ def _timed(name: str, measure: Callable[[], Figure]) -> Figure:
     figure = measure()
     print(figure.line(), flush=True)
     return figure
+
+
+def _timed_many(name: str, measure: Callable[[], list[Figure]]) -> list[Figure]:
+    print(f"# measuring {name} ...", file=sys.stderr, flush=True)
+    figures = measure()
+    for figure in figures:
+        print(figure.line(), flush=True)
+    return figures
 
 
 def _fire_figure(name: str, result: Throughput) -> Figure:
@@ -116,8 +133,68 @@ def _fire_postgres(plan: Plan, url: str) -> Figure:
             finally:
                 engine.dispose()
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        return Figure("fire_postgres", None, "events/s", skipped=f"PostgreSQL at {shown}: {reason}")
+        reason = f"PostgreSQL at {shown}: {_first_line(exc)}"
+        return Figure("fire_postgres", None, "events/s", skipped=reason)
+
+
+def _sweep_figures(backend: str, result: Sweep) -> list[Figure]:
+    setup = result.setup
+    return [
+        Figure(
+            f"sweep_{backend}",
+            round(result.engine, 1),
+            "timers/s",
+            baseline=round(result.baseline, 1),
+            ratio=round(result.ratio, 3),
+            details={
+                "engine_runs": [round(r, 1) for r in result.engine_runs],
+                "baseline_runs": [round(r, 1) for r in result.baseline_runs],
+                **setup,
+            },
+            notes=[
+                f"  {setup['due']:,} due timers among {setup['timers']:,} "
+                f"({setup['fired']:,} fired, {setup['referrals']:,} referrals), "
+                f"claimed {setup['batch']} at a time; "
+                f"filled in {setup['fill_timers_s']:.0f} s"
+            ],
+        ),
+        Figure(
+            f"escalate_{backend}",
+            round(result.escalations, 1),
+            "escalations/s",
+            details={"escalations": setup["escalations"], "batch": setup["batch"]},
+        ),
+    ]
+
+
+def _sweep_sqlite(plan: SweepPlan) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="sop-engine-bench-") as folder:
+        engine = make_engine(f"sqlite:///{folder}/sweep.sqlite3")
+        try:
+            return _sweep_figures("sqlite", measure_sweep(engine, plan))
+        finally:
+            engine.dispose()
+
+
+def _sweep_postgres(plan: SweepPlan, url: str) -> list[Figure]:
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with postgres_schema(url) as schema_url:
+            engine = make_engine(schema_url)
+            try:
+                return _sweep_figures("postgres", measure_sweep(engine, plan))
+            finally:
+                engine.dispose()
+    except SQLAlchemyError as exc:
+        reason = f"PostgreSQL at {shown}: {_first_line(exc)}"
+        return [
+            Figure("sweep_postgres", None, "timers/s", skipped=reason),
+            Figure("escalate_postgres", None, "escalations/s", skipped=reason),
+        ]
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
 
 
 def _memory(plan: MemoryPlan) -> Figure:
@@ -149,9 +226,10 @@ def _print_goals(figures: list[Figure]) -> None:
     for f in figures:
         if f.ratio is None:
             continue
-        if f.name.startswith("fire_"):
-            verdict = "met" if f.ratio >= FIRE_GOAL else "NOT met"
-            print(f"# goal {f.name}: ratio >= {FIRE_GOAL}: {verdict}")
+        if f.name.startswith(("fire_", "sweep_")):
+            goal = FIRE_GOAL if f.name.startswith("fire_") else SWEEP_GOAL
+            verdict = "met" if f.ratio >= goal else "NOT met"
+            print(f"# goal {f.name}: ratio >= {goal}: {verdict}")
         else:
             verdict = "met" if f.ratio >= FLAT else "NOT met"
             print(f"# goal {f.name}: flat (ratio >= {FLAT}): {verdict}")

@@ -352,7 +352,7 @@ def test_concurrent_self_loops_without_expected_version_lose_no_update(
 
 # -- 3. concurrent sweeps ---------------------------------------------------------------------
 
-SWEEP_REFERRALS = 150
+SWEEP_REFERRALS = 1000  # two due levels each: 2,000 due timers, a third level not due
 SWEEP_WORKERS = 3
 SWEEP_LIMIT = 25
 
