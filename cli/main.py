@@ -11,11 +11,13 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from api.users import ROLES as USER_ROLES
+from api.users import create_user
 from cli.demo import run_demo
 from notifications.catalogue import template_names
 from sop_engine.directory import CORRIDOR_ROLES, SERVICES, load_directory
 from sop_engine.errors import ConfigurationError, DefinitionError, InvalidInput, NotFound
-from sop_engine.language.compiler import SopLibrary, compile_paths
+from sop_engine.language.compiler import SopLibrary, compile_paths, discover
 from sop_engine.language.diagram import mermaid
 from sop_engine.language.summary import summary
 from sop_engine.persistence.db import make_engine
@@ -45,8 +47,18 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
-    """Check SOP files (default: the SOP library); print every problem as file:line: message."""
-    compiled, problems = compile_paths(_paths(paths), template_names())
+    """Check SOP files (default: the SOP library); print every problem as file:line: message.
+
+    Files named on the command line may extend SOPs of the library: those are read as
+    parents, and only the named files' SOPs and problems are reported.
+    """
+    named = discover(_paths(paths))
+    parents = [] if not paths else [p for p in discover(_paths(())) if p not in set(named)]
+    compiled, problems = compile_paths([*named, *parents], template_names())
+    if paths:
+        mine = {str(p) for p in named}
+        compiled = [c for c in compiled if c.spec.file in mine]
+        problems = [p for p in problems if p.file in mine]
     for problem in problems:
         click.echo(str(problem))
     if problems:
@@ -348,6 +360,35 @@ def worker(prefect_port: int, startup_timeout: float) -> None:
     from cli.worker import run_worker  # noqa: PLC0415
 
     sys.exit(run_worker(prefect_port=prefect_port, startup_timeout=startup_timeout))
+
+
+@cli.group()
+def users() -> None:
+    """Users of the API and their bearer tokens."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(USER_ROLES),
+    help="What the user may do through the API.",
+)
+@click.option("--agency", "agency_id", metavar="AGENCY", help="The agency the user acts for.")
+def users_add(username: str, role: str, agency_id: str | None) -> None:
+    """Create a user and print its bearer token, once: only its hash is stored."""
+    engine = _engine()
+    with _database(engine):
+        try:
+            created = create_user(engine, username, role, agency_id)
+        except InvalidInput as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+    click.echo(created.token)
+    click.echo(
+        f"user {username} ({role}) created; the token above is shown only this once", err=True
+    )
 
 
 def main() -> None:

@@ -80,3 +80,24 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "example.baseline 1 " in result.stdout
+
+
+def test_validate_a_file_that_extends_the_library(tmp_path: Path) -> None:
+    """A coordinator checks her national draft on its own; its parent comes from the library."""
+    draft = tmp_path / "draft.sop.yaml"
+    draft.write_text(
+        "key: draft.national\nversion: 1\nextends: mekong.baseline@1\ntitle: Draft\n"
+        "jurisdiction: {countries: [KH]}\nlanguages: [en, km]\n",
+        encoding="utf-8",
+    )
+    code, out, err = run("validate", str(draft))
+    assert code == 0, out
+    assert "1 SOP(s) valid." in err
+    draft.write_text(
+        draft.read_text("utf-8") + "states:\n  intake: {tasks: {x: {role: nobody, ask: y}}}\n"
+    )
+    code, out, _ = run("validate", str(draft))
+    assert code == 1
+    assert out.splitlines() == [
+        f"{draft}:8: [SOP draft.national, state intake] task 'x': unknown role 'nobody'"
+    ]
