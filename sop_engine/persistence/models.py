@@ -44,6 +44,7 @@ __all__ = [
     "Task",
     "TimelineEntry",
     "Timer",
+    "User",
     "UtcDateTime",
     "table",
 ]
@@ -343,6 +344,23 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
+
+
+class User(Base):
+    """Someone who calls the API: one role, at one agency (none for coordinators and auditors
+    acting for no agency). Only the SHA-256 of the bearer token is kept; the token itself is
+    shown once, when the user is created."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(64))
+    agency_id: Mapped[str | None] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """Hex SHA-256 of the bearer token; a request's token is hashed and looked up."""
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
 
 
 def table(model: type[Base]) -> Table:

@@ -1,0 +1,41 @@
+"""``create_app``: the FastAPI application over a Runtime composed by the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import health, referrals, sops
+from sop_engine.runtime.engine import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    sop_paths: Iterable[Path] = (),
+    templates: Collection[str] | None = None,
+) -> FastAPI:
+    """The API over ``runtime``.
+
+    ``sop_paths`` are the folders the runtime's SOP library was read from: an SOP sent to
+    ``POST /sops/validate`` may extend the SOPs found there. ``templates`` are the
+    notification templates that SOPs may name (None: any name is accepted).
+    """
+    app = FastAPI(
+        title="sop-engine",
+        summary="Inter-agency SOP workflows for cross-border GBV referrals",
+        version="0.1.0",
+    )
+    app.state.runtime = runtime
+    app.state.sop_paths = tuple(sop_paths)
+    app.state.templates = templates
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(sops.router)
+    app.include_router(referrals.router)
+    return app

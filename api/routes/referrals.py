@@ -1,0 +1,96 @@
+"""Referrals, for caseworkers, supervisors and agencies' focal points: create, read, fire.
+
+A user sees a referral only when her agency manages it or fills one of its agency slots;
+for anyone else it does not exist (404, the same answer as for a wrong case code).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Response, status
+
+from api.deps import Authorized, RuntimeDep, actor_of
+from api.schemas.referrals import FireRequest, FireResultPublic, ReferralCreate, ReferralPublic
+from api.users import Principal
+from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.runtime.engine import Runtime
+from sop_engine.runtime.referrals import ReferralView
+
+router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+
+def _visible(runtime: Runtime, case_code: str, user: Principal) -> ReferralView:
+    """The referral, if the user's agency takes part in it; NotFound otherwise."""
+    view = runtime.read_referral(case_code, actor=actor_of(user))
+    agency = user.agency_id
+    if agency is None or (agency != view.owner_agency_id and agency not in view.agencies.values()):
+        raise NotFound(f"no referral {case_code}")
+    return view
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    """``If-Match: "3"`` (or ``3``, or ``W/"3"``) -> 3."""
+    if if_match is None:
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        message = 'If-Match must be the referral\'s version, such as "3"'
+        raise InvalidInput(message, field="If-Match")
+    return int(value)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_referral(
+    runtime: RuntimeDep, user: Authorized, body: ReferralCreate, response: Response
+) -> ReferralPublic:
+    view = runtime.create_referral(
+        sop_key=body.sop_key,
+        sop_version=body.sop_version,
+        actor=actor_of(user),
+        origin_country=body.origin_country,
+        destination_country=body.destination_country,
+        incident_at=body.incident_at,
+        disclosed_at=body.disclosed_at,
+        facts=body.facts,
+    )
+    response.headers["Location"] = f"/referrals/{view.case_code}"
+    response.headers["ETag"] = f'"{view.version}"'
+    return ReferralPublic.of(view)
+
+
+@router.get("/{case_code}")
+def read_referral(
+    runtime: RuntimeDep, user: Authorized, case_code: str, response: Response
+) -> ReferralPublic:
+    view = _visible(runtime, case_code, user)
+    response.headers["ETag"] = f'"{view.version}"'
+    return ReferralPublic.of(view)
+
+
+@router.post("/{case_code}/events/{event}")
+def fire_event(
+    *,
+    runtime: RuntimeDep,
+    user: Authorized,
+    case_code: str,
+    event: str,
+    response: Response,
+    body: Annotated[FireRequest | None, Body()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    if_match: Annotated[str | None, Header()] = None,
+) -> FireResultPublic:
+    """Fire ``event``. ``Idempotency-Key`` makes a retry safe; ``If-Match`` (the version read)
+    refuses the event with 409 if the referral changed meanwhile."""
+    expected = _expected_version(if_match)
+    _visible(runtime, case_code, user)
+    result = runtime.fire(
+        case_code,
+        event,
+        actor_of(user),
+        body.payload() if body is not None else None,
+        idempotency_key,
+        expected_version=expected,
+    )
+    response.headers["ETag"] = f'"{result.version}"'
+    return FireResultPublic.of(result)

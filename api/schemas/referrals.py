@@ -1,0 +1,126 @@
+"""Requests and answers of the referral routes. Requests refuse unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from sop_engine.runtime.fire import FireResult
+from sop_engine.runtime.referrals import ReferralView
+
+__all__ = ["FireRequest", "FireResultPublic", "OverrideIn", "ReferralCreate", "ReferralPublic"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReferralCreate(_Request):
+    sop_key: str = Field(min_length=1, max_length=100)
+    sop_version: int | None = Field(default=None, ge=1)
+    """None: the latest version of the SOP."""
+    origin_country: str = Field(min_length=2, max_length=2)
+    destination_country: str = Field(min_length=2, max_length=2)
+    incident_at: AwareDatetime | None = None
+    disclosed_at: AwareDatetime | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    """Facts the SOP declares; identifying ones are sealed and never returned."""
+
+
+class OverrideIn(_Request):
+    reason: str
+    justification: str
+    signed_off_by: str
+    signed_off_role: str
+
+
+class FireRequest(_Request):
+    """The payload of an event, as :func:`sop_engine.runtime.fire.fire` takes it."""
+
+    facts: dict[str, Any] | None = None
+    recipient_agency_id: str | None = None
+    reason: str | None = None
+    override: OverrideIn | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ReferralPublic(BaseModel):
+    """A referral without its identifying facts (only their names, in ``sealed_fields``)."""
+
+    case_code: str
+    sop_key: str
+    sop_version: int
+    state: str
+    version: int
+    origin_country: str
+    destination_country: str
+    owner_agency_id: str
+    agencies: dict[str, Any]
+    facts: dict[str, Any]
+    sealed_fields: list[str]
+    incident_at: datetime | None
+    disclosed_at: datetime | None
+    created_at: datetime
+    closed_at: datetime | None
+    erased: bool
+    available_events: list[str]
+    """Events the calling user may fire now."""
+
+    @classmethod
+    def of(cls, view: ReferralView) -> ReferralPublic:
+        return cls(
+            case_code=view.case_code,
+            sop_key=view.sop_key,
+            sop_version=view.sop_version,
+            state=view.state,
+            version=view.version,
+            origin_country=view.origin_country,
+            destination_country=view.destination_country,
+            owner_agency_id=view.owner_agency_id,
+            agencies=dict(view.agencies),
+            facts=dict(view.facts),
+            sealed_fields=list(view.sealed_fields),
+            incident_at=view.incident_at,
+            disclosed_at=view.disclosed_at,
+            created_at=view.created_at,
+            closed_at=view.closed_at,
+            erased=view.erased,
+            available_events=list(view.available_events),
+        )
+
+
+class FireResultPublic(BaseModel):
+    case_code: str
+    event: str
+    from_state: str
+    state: str
+    version: int
+    available_events: list[str]
+    timeline_seq: int
+    disclosed_to: str | None
+    consent_grant_id: str | None
+    override: bool
+    warnings: list[str]
+    replayed: bool
+    """True when an earlier request with the same Idempotency-Key is answered again."""
+
+    @classmethod
+    def of(cls, r: FireResult) -> FireResultPublic:
+        return cls(
+            case_code=r.case_code,
+            event=r.event,
+            from_state=r.from_state,
+            state=r.state,
+            version=r.version,
+            available_events=list(r.available_events),
+            timeline_seq=r.timeline_seq,
+            disclosed_to=r.disclosed_to,
+            consent_grant_id=r.consent_grant_id,
+            override=r.override,
+            warnings=list(r.warnings),
+            replayed=r.replayed,
+        )

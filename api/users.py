@@ -1,0 +1,97 @@
+"""API users and their bearer tokens. Only the SHA-256 of a token is stored.
+
+A token is 32 random bytes (URL-safe base64), so a hash lookup is as strong as a compare:
+nobody can guess a token whose hash is in the table, and the lookup needs no constant-time
+comparison since the secret itself is never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from sop_engine.errors import InvalidInput
+from sop_engine.persistence.models import User, table
+
+__all__ = ["ROLES", "NewUser", "Principal", "create_user", "find_by_token", "hash_token"]
+
+_U = table(User)
+
+ROLES = ("coordinator", "caseworker", "supervisor", "agency_focal_point", "auditor")
+"""The roles a user may hold: the SOPs' own roles, which the API's permission table uses."""
+
+AGENCY_ROLES = frozenset({"caseworker", "supervisor", "agency_focal_point"})
+"""Roles that act for an agency, and so need one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user a request is made by, as the routes see it: never the token or its hash."""
+
+    id: str
+    username: str
+    role: str
+    agency_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    principal: Principal
+    token: str
+    """Shown once; only its hash is stored."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_user(
+    db: Engine,
+    username: str,
+    role: str,
+    agency_id: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> NewUser:
+    """Create a user with a fresh token; refuse an unknown role or a taken username."""
+    if not username or len(username) > 100:
+        raise InvalidInput("a username has 1 to 100 characters", field="username")
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})", field="role")
+    if role in AGENCY_ROLES and not agency_id:
+        raise InvalidInput(f"a {role} acts for an agency; give one", field="agency")
+    token = secrets.token_urlsafe(32)
+    principal = Principal(str(uuid.uuid4()), username, role, agency_id or None)
+    try:
+        with db.begin() as conn:
+            conn.execute(
+                _U.insert().values(
+                    id=principal.id,
+                    username=username,
+                    role=role,
+                    agency_id=principal.agency_id,
+                    token_hash=hash_token(token),
+                    created_at=now or datetime.now(UTC),
+                    disabled_at=None,
+                )
+            )
+    except IntegrityError:
+        raise InvalidInput(f"the username {username!r} is taken", field="username") from None
+    return NewUser(principal, token)
+
+
+def find_by_token(db: Engine, token: str) -> Principal | None:
+    """The enabled user holding ``token``, or None."""
+    with db.connect() as conn:
+        row = conn.execute(
+            select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id).where(
+                _U.c.token_hash == hash_token(token), _U.c.disabled_at.is_(None)
+            )
+        ).first()
+    return Principal(row.id, row.username, row.role, row.agency_id) if row else None

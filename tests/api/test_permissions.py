@@ -1,0 +1,110 @@
+"""The role-by-route table covers every route, and each route admits and refuses by it."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.permissions import PERMISSIONS, PUBLIC, allowed
+from sop_engine.runtime.engine import Runtime
+
+from .conftest import Users
+
+
+def app_routes(runtime: Runtime) -> set[tuple[str, str]]:
+    """(method, path) of every API route, as served (routers included and flattened)."""
+    app = create_app(runtime)
+    found: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, APIRoute):
+            found.update((m, str(context.path)) for m in context.methods or ())
+    assert found, "no routes found: has FastAPI changed how it lists them?"
+    return found
+
+
+def test_each_route_is_served_at_its_own_path(runtime: Runtime) -> None:
+    """``authorize`` keys the table by the matched route's own path: an ``include_router``
+    prefix would make the two differ, and every request on that route would be refused."""
+    for context in iter_route_contexts(create_app(runtime).routes):
+        route = context.original_route
+        if isinstance(route, APIRoute):
+            assert route.path == context.path
+
+
+def test_every_route_is_in_the_permission_table(runtime: Runtime) -> None:
+    routes = app_routes(runtime)
+    missing = routes - set(PERMISSIONS) - PUBLIC
+    assert not missing, f"routes missing from api/permissions.py: {sorted(missing)}"
+
+
+def test_the_table_names_no_route_that_does_not_exist(runtime: Runtime) -> None:
+    stale = (set(PERMISSIONS) | PUBLIC) - app_routes(runtime)
+    assert not stale, f"entries for routes that do not exist: {sorted(stale)}"
+
+
+def test_only_the_documentation_routes_are_outside_the_api_routes(runtime: Runtime) -> None:
+    others = {
+        c.path
+        for c in iter_route_contexts(create_app(runtime).routes)
+        if not isinstance(c.original_route, APIRoute)
+    }
+    assert others <= {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def test_a_route_missing_from_the_table_is_refused() -> None:
+    assert not allowed("DELETE", "/sops", "coordinator")
+
+
+# (method, path, body, a role allowed, a role refused); {code} is a referral's case code.
+CASES = [
+    ("GET", "/sops", None, "coordinator", "caseworker"),
+    ("GET", "/sops", None, "auditor", "focal_point"),
+    ("GET", "/sops/example.corridor/1", None, "auditor", "caseworker"),
+    ("GET", "/sops/example.corridor/1/diagram", None, "coordinator", "supervisor"),
+    ("POST", "/sops/validate", "key: x\n", "coordinator", "auditor"),
+    ("POST", "/referrals", "referral", "caseworker", "coordinator"),
+    ("POST", "/referrals", "referral", "caseworker", "focal_point"),
+    ("GET", "/referrals/{code}", None, "caseworker", "auditor"),
+    ("GET", "/referrals/{code}", None, "supervisor", "coordinator"),
+    ("POST", "/referrals/{code}/events/complete_assessment", {}, "caseworker", "auditor"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "yes", "no"), CASES)
+def test_each_route_admits_an_allowed_role_and_refuses_another(
+    client: TestClient,
+    users: Users,
+    case_code: str,
+    method: str,
+    path: str,
+    body: object,
+    yes: str,
+    no: str,
+) -> None:
+    from .conftest import referral_body
+
+    url = path.format(code=case_code)
+    kwargs: dict[str, object] = {}
+    if body == "referral":
+        kwargs["json"] = referral_body()
+    elif isinstance(body, str):
+        kwargs["content"] = body
+        kwargs["headers"] = {"Content-Type": "application/yaml"}
+    elif body is not None:
+        kwargs["json"] = body
+
+    def call(who: str) -> int:
+        headers = {**dict(kwargs.get("headers", {})), **users.auth(who)}  # type: ignore[call-overload]
+        other = {k: v for k, v in kwargs.items() if k != "headers"}
+        return client.request(method, url, headers=headers, **other).status_code  # type: ignore[arg-type]
+
+    assert call(no) == 403
+    assert call(yes) not in (401, 403, 500)
+
+
+def test_health_needs_no_token(client: TestClient) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
