@@ -362,6 +362,23 @@ def worker(prefect_port: int, startup_timeout: float) -> None:
     sys.exit(run_worker(prefect_port=prefect_port, startup_timeout=startup_timeout))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the API listens.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Its port."
+)
+@click.option(
+    "--no-worker", "no_worker", is_flag=True, help="Only the API (workers run elsewhere)."
+)
+def serve(host: str, port: int, no_worker: bool) -> None:
+    """Run the engine in one command: migrate the database, load the SOP library, start the
+    worker ('sop-engine worker') and serve the API. Stops both on SIGTERM or Ctrl-C."""
+    # Imported here: uvicorn and the API take a moment to import, which other commands skip.
+    from cli.serve import run_serve  # noqa: PLC0415
+
+    sys.exit(run_serve(host=host, port=port, worker=not no_worker))
+
+
 @cli.group()
 def users() -> None:
     """Users of the API and their bearer tokens."""

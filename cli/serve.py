@@ -1,0 +1,234 @@
+"""``sop-engine serve``: the whole engine on its embedded defaults, in one command.
+
+It migrates the database (by default SQLite in ``SOP_ENGINE_DATA_DIR``), loads the SOP
+library (and stops with the validation report when the library is broken), starts
+``sop-engine worker`` as a subprocess in a session of its own (the same code path as the
+``worker`` command, so a local Prefect server unless ``PREFECT_API_URL`` names one), and
+serves the API with uvicorn. On SIGTERM or SIGINT it stops uvicorn, then the worker
+(SIGTERM, a bounded wait, then SIGKILL), and exits 0.
+
+In production the API and the worker run as separate processes (``--no-worker`` here, and
+``sop-engine worker`` elsewhere); this command runs both side by side.
+
+Its log lines name addresses, process ids and counts, never a referral: uvicorn's access
+log, which would show case codes in paths and the clients' addresses, is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.app import create_app
+from notifications.catalogue import template_names
+from sop_engine.errors import ConfigurationError, DefinitionError
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.db import make_engine
+from sop_engine.persistence.migrate import upgrade
+from sop_engine.runtime.engine import Runtime
+from sop_engine.settings import get_settings
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "WORKER_STOP_TIMEOUT_SECONDS",
+    "build_app",
+    "run_serve",
+    "worker_command",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+WORKER_STOP_TIMEOUT_SECONDS = 30.0
+"""How long the worker may take to stop (it stops its own Prefect server, up to 15 s)."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+log = logging.getLogger("sop_engine.serve")
+
+_Handler = Callable[[int, FrameType | None], object] | int | None
+
+
+class ServeError(Exception):
+    """The engine cannot start; the message says why (no personal data)."""
+
+
+def build_app() -> FastAPI:
+    """The API over the settings' runtime: the database migrated, the SOP library loaded.
+
+    :raises ServeError: when a setting, the database or the SOP library is unusable.
+    """
+    settings = get_settings()
+    templates = template_names()
+    try:
+        engine = make_engine(settings.resolved_database_url())
+    except ConfigurationError as exc:
+        raise ServeError(str(exc)) from None
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        upgrade(engine)
+        library = SopLibrary.load([settings.sop_dir], templates)
+        keyring = settings.keyring()
+    except DefinitionError as exc:
+        engine.dispose()
+        raise ServeError(
+            f"the SOP library in {settings.sop_dir} is broken:\n{exc.report()}"
+        ) from None
+    except ConfigurationError as exc:
+        engine.dispose()
+        raise ServeError(str(exc)) from None
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = getattr(exc, "orig", None) or exc
+        raise ServeError(f"cannot use the database at {shown}: {reason}") from None
+    log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
+    runtime = Runtime(engine, library, keyring)
+    return create_app(runtime, sop_paths=[settings.sop_dir], templates=templates)
+
+
+def worker_command() -> list[str]:
+    """``sop-engine worker`` with this interpreter, wherever the console script is."""
+    program = "import sys; from cli.main import main; sys.argv[0] = 'sop-engine'; main()"
+    return [sys.executable, "-c", program, "worker"]
+
+
+@dataclass
+class _State:
+    """What the signal handlers and the worker's watcher share with the main thread."""
+
+    stopping: bool = False
+    worker_failed: bool = False
+    server: uvicorn.Server | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            if self.server is not None:
+                self.server.should_exit = True
+
+
+def run_serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker: bool = True) -> int:
+    """Serve the API (and run the worker beside it) until SIGTERM or SIGINT; the exit code:
+    0 when stopped by a signal, 1 when the engine cannot start or the worker stops early."""
+    _configure_logging()
+    state = _State()
+    previous = _install_handlers(state)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        try:
+            app = build_app()
+        except ServeError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        except ValidationError as exc:
+            log.error("cannot start: the settings are invalid: %s", exc)
+            return 1
+        if state.stopping:
+            return 0
+        if worker:
+            process = _start_worker()
+            threading.Thread(
+                target=_watch_worker, args=(process, state), name="worker-watch", daemon=True
+            ).start()
+        else:
+            log.info("not starting the worker (--no-worker)")
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        server = uvicorn.Server(config)
+        with state.lock:
+            state.server = server
+            stopped_early = state.stopping
+        if not stopped_early:
+            log.info("API docs at http://%s:%d/docs; stop with SIGTERM or Ctrl-C", host, port)
+            server.run()
+        state.stop()  # uvicorn re-raises the signal it caught, which our handler takes
+        if not server.started and not stopped_early and not state.worker_failed:
+            log.error("the API did not start on %s:%d", host, port)
+            return 1
+    finally:
+        state.stop()
+        if process is not None:
+            _stop_worker(process)
+        _restore_handlers(previous)
+    if state.worker_failed:
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    # A session of its own: a Ctrl-C at the terminal reaches only us, and we stop the worker
+    # in order, after the API. Its output goes where ours goes.
+    process = subprocess.Popen(  # noqa: S603 -- our interpreter, fixed arguments
+        worker_command(), stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    log.info("worker started (pid %d); it logs when it is serving", process.pid)
+    return process
+
+
+def _watch_worker(process: subprocess.Popen[bytes], state: _State) -> None:
+    """Stop the API when the worker exits on its own: a half-running engine would leave
+    deadlines unescalated and messages undelivered without anyone noticing."""
+    code = process.wait()
+    with state.lock:
+        if state.stopping:
+            return
+        state.worker_failed = True
+    log.error("the worker exited with code %d; stopping the API", code)
+    state.stop()
+
+
+def _stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        log.info("stopping the worker (pid %d)", process.pid)
+        with suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WORKER_STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "the worker did not stop within %g s; killing it", WORKER_STOP_TIMEOUT_SECONDS
+            )
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    log.info("worker stopped (exit code %d)", process.returncode)
+
+
+def _install_handlers(state: _State) -> dict[signal.Signals, _Handler]:
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        state.stop()
+
+    previous: dict[signal.Signals, _Handler] = {}
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, handle)
+    return previous
+
+
+def _restore_handlers(previous: dict[signal.Signals, _Handler]) -> None:
+    for sig, handler in previous.items():
+        if handler is not None:  # None: set outside Python; nothing to put back
+            signal.signal(sig, handler)
+
+
+def _configure_logging() -> None:
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

@@ -1,0 +1,166 @@
+"""``sop-engine serve`` as an operator runs it: the API (and the worker) on embedded defaults,
+a clean stop on SIGTERM, no process left behind. Each test cleans up every process it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+import pytest
+
+SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
+PREFECT_SERVER_PID = re.compile(rb"local Prefect server \(pid (\d+)\)")
+WORKER_PID = re.compile(rb"worker started \(pid (\d+)\)")
+
+
+def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This machine's environment without any SOP_ENGINE_* or PREFECT_* setting of its own,
+    with the data folder and Prefect's home in ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOP_ENGINE_", "PREFECT_"))}
+    env.update(
+        {
+            "SOP_ENGINE_DATA_DIR": str(tmp_path / "data"),
+            "PREFECT_HOME": str(tmp_path / "prefect-client"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _tail(log: Path) -> str:
+    return "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-40:])
+
+
+def _wait_for(check: Callable[[], object], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not within {timeout:g} s; the output ends:\n{_tail(log)}")
+        time.sleep(0.25)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=2).status_code == httpx.codes.OK
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def _serve(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``sop-engine serve ARGS``, its output in ``log``; killed, with the worker and the
+    Prefect server it logged, if the test leaves it running."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(SOP_ENGINE), "serve", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            for pattern in (WORKER_PID, PREFECT_SERVER_PID):
+                found = pattern.search(log.read_bytes())
+                if found is not None:
+                    with suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(found.group(1)), signal.SIGKILL)
+
+
+def _stop(process: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve did not stop within {timeout:g} s; the output ends:\n{_tail(log)}")
+
+
+def test_serve_without_worker_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port, log = _free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    with _serve(_environment(tmp_path), log, "--port", str(port), "--no-worker") as process:
+        _wait_for(lambda: _healthy(base) or process.poll() is not None, 30, "/health", log)
+        assert process.poll() is None, _tail(log)
+        openapi = httpx.get(f"{base}/openapi.json", timeout=5)
+        assert openapi.status_code == httpx.codes.OK
+        assert "/health" in openapi.json()["paths"]
+        assert _stop(process, log) == 0, _tail(log)
+    text = log.read_text("utf-8")
+    assert f"API docs at {base}/docs" in text
+    assert "worker started" not in text
+    assert (tmp_path / "data" / "sop_engine.sqlite3").is_file()
+
+
+def test_serve_refuses_a_broken_sop_library(tmp_path: Path) -> None:
+    library = tmp_path / "sops"
+    library.mkdir()
+    (library / "broken.sop.yaml").write_text("key: broken\nversion: 1\n", encoding="utf-8")
+    env = _environment(tmp_path, SOP_ENGINE_SOP_DIR=str(library))
+    result = subprocess.run(
+        [str(SOP_ENGINE), "serve", "--port", str(_free_port()), "--no-worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "broken.sop.yaml:1:" in result.stderr
+    assert "'title' is a required property" in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_with_worker_stops_both_and_leaves_no_process(tmp_path: Path) -> None:
+    port, log = _free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    with _serve(_environment(tmp_path), log, "--port", str(port)) as process:
+        _wait_for(
+            lambda: (
+                (_healthy(base) and b"serving escalation-sweep" in log.read_bytes())
+                or process.poll() is not None
+            ),
+            90,
+            "/health and the worker serving",
+            log,
+        )
+        assert process.poll() is None, _tail(log)
+        output = log.read_bytes()
+        worker, server = WORKER_PID.search(output), PREFECT_SERVER_PID.search(output)
+        assert worker is not None, _tail(log)
+        assert server is not None, _tail(log)
+        assert _stop(process, log, timeout=45) == 0, _tail(log)
+    worker_pid, server_pid = int(worker.group(1)), int(server.group(1))
+    _wait_for(lambda: not _alive(server_pid), 5, "the Prefect server gone", log)
+    assert not _alive(worker_pid)
+    text = log.read_text("utf-8")
+    assert "worker stopped (exit code 0)" in text
