@@ -21,7 +21,12 @@ from sop_engine.crypto import (
 from sop_engine.errors import ConfigurationError, SopEngineError, TamperedData
 
 REFERRAL = b"ref-2024-000123"
-SURVIVOR = {"name": "Sokha", "village": "Poipet", "age": 17, "note": "ឈ្មោះ"}
+SURVIVOR = {
+    "name": "Synthetic Survivor K-01",
+    "village": "Synthetic Village 3",
+    "age": 17,
+    "note": "ឈ្មោះ",
+}
 
 
 def test_a_sealed_dict_opens_to_the_same_dict() -> None:
@@ -34,7 +39,7 @@ def test_the_blob_shows_no_plaintext_and_differs_each_time() -> None:
     case_key = new_case_key()
     first = seal(case_key, SURVIVOR, associated_data=REFERRAL)
     second = seal(case_key, SURVIVOR, associated_data=REFERRAL)
-    assert b"Sokha" not in first
+    assert b"Synthetic Survivor K-01" not in first
     assert first != second
     assert first[0] == 1
 
@@ -44,7 +49,7 @@ def test_a_blob_copied_to_another_referral_does_not_open() -> None:
     blob = seal(case_key, SURVIVOR, associated_data=REFERRAL)
     with pytest.raises(TamperedData, match="failed authentication") as caught:
         open_sealed(case_key, blob, associated_data=b"ref-2024-000124")
-    assert "Sokha" not in str(caught.value)
+    assert "Synthetic Survivor K-01" not in str(caught.value)
 
 
 @pytest.mark.parametrize("position", [0, 1, 12, 13, -1])
@@ -54,7 +59,7 @@ def test_a_flipped_bit_anywhere_in_the_blob_is_refused(position: int) -> None:
     blob[position] ^= 0x01
     with pytest.raises(TamperedData) as caught:
         open_sealed(case_key, bytes(blob), associated_data=REFERRAL)
-    assert "Sokha" not in str(caught.value)
+    assert "Synthetic Survivor K-01" not in str(caught.value)
 
 
 def test_another_case_key_does_not_open_the_blob() -> None:
