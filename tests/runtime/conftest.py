@@ -7,8 +7,10 @@ Every name, agency and fact here is synthetic.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -18,6 +20,7 @@ from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from sop_engine.runtime.referrals import ReferralView
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
@@ -76,6 +79,28 @@ def supervisor() -> Actor:
 @pytest.fixture
 def focal_point() -> Actor:
     return Actor("u-fp", "agency_focal_point", "LA-SW-1", "government_social_welfare")
+
+
+NewReferral = Callable[..., ReferralView]
+
+
+@pytest.fixture
+def corridor_referral(runtime: Runtime, caseworker: Actor) -> NewReferral:
+    """Makes a fresh corridor referral (Thailand to Lao PDR) in ``intake``, created by the
+    caseworker: ``corridor_referral(incident_at=..., survivor_age=22)``; facts by keyword."""
+
+    def make(*, incident_at: datetime | None = None, **facts: Any) -> ReferralView:
+        return runtime.create_referral(
+            sop_key=CORRIDOR,
+            sop_version=1,
+            actor=caseworker,
+            origin_country="TH",
+            destination_country="LA",
+            incident_at=incident_at,
+            facts=facts,
+        )
+
+    return make
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ bands; withdrawal that reaches every holder; overrides that stand out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from sop_engine.persistence.models import OutboxMessage, Task, TimelineEntry, ta
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.consent import age_band, check_basis
 from sop_engine.runtime.engine import Runtime
+from sop_engine.runtime.referrals import ReferralView
 
 RETURN = {"recipient_agency_id": "LA-SW-1"}
 
@@ -135,7 +137,11 @@ def test_withdrawal_mid_handoff_allows_only_revoke_or_decline(
 
 
 def test_override_needs_reason_justification_and_another_persons_sign_off(
-    runtime: Runtime, caseworker: Actor, supervisor: Actor, referral_in_action_plan: str
+    runtime: Runtime,
+    caseworker: Actor,
+    supervisor: Actor,
+    referral_in_action_plan: str,
+    corridor_referral: Callable[..., ReferralView],
 ) -> None:
     facts_high = {"recipient_agency_id": "TH-HOSP-1"}
     override = {
@@ -149,7 +155,7 @@ def test_override_needs_reason_justification_and_another_persons_sign_off(
         runtime.fire(
             medium, "emergency_health_referral", caseworker, {**facts_high, "override": override}
         )
-    code = _high_risk_referral(runtime, caseworker)
+    code = _high_risk_referral(runtime, caseworker, corridor_referral)
     view = runtime.read_referral(code)
     with pytest.raises(ConsentMissing, match="needs an override"):
         runtime.fire(code, "emergency_health_referral", caseworker, facts_high)
@@ -196,15 +202,10 @@ def test_override_needs_reason_justification_and_another_persons_sign_off(
     assert len(entry.details["justification_sealed"]) > 40
 
 
-def _high_risk_referral(runtime: Runtime, caseworker: Actor) -> str:
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        facts={"survivor_age": 31},
-    )
+def _high_risk_referral(
+    runtime: Runtime, caseworker: Actor, corridor_referral: Callable[..., ReferralView]
+) -> str:
+    view = corridor_referral(survivor_age=31)
     code = view.case_code
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
     runtime.fire(code, "record_consent", caseworker)
@@ -246,14 +247,12 @@ def test_a_substitute_for_an_unsafe_caregiver_needs_a_reason() -> None:
     )
 
 
-def test_consent_needs_the_survivors_age(runtime: Runtime, caseworker: Actor) -> None:
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-    )
+def test_consent_needs_the_survivors_age(
+    runtime: Runtime,
+    caseworker: Actor,
+    corridor_referral: Callable[..., ReferralView],
+) -> None:
+    view = corridor_referral()
     with pytest.raises(InvalidInput, match="record the survivor's age") as caught:
         runtime.grant_consent(
             view.case_code, scope="case_management", actor=caseworker, given_by="survivor"

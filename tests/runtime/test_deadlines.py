@@ -3,6 +3,7 @@ escalation level fired once, and never for a state already left."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from sop_engine.runtime.referrals import ReferralView
 
 TM, OUT, T = table(Timer), table(OutboxMessage), table(TimelineEntry)
 
@@ -23,18 +25,12 @@ def _timers(runtime: Runtime, referral_id: str) -> list:  # type: ignore[type-ar
 
 
 def test_clinical_deadlines_run_from_the_incident_not_from_the_referral(
-    runtime: Runtime, caseworker: Actor
+    runtime: Runtime,
+    caseworker: Actor,
+    corridor_referral: Callable[..., ReferralView],
 ) -> None:
     incident = runtime.clock.now() - timedelta(hours=70)
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        incident_at=incident,
-        facts={"survivor_age": 22},
-    )
+    view = corridor_referral(incident_at=incident, survivor_age=22)
     runtime.grant_consent(
         view.case_code, scope="case_management", actor=caseworker, given_by="survivor"
     )
@@ -44,16 +40,11 @@ def test_clinical_deadlines_run_from_the_incident_not_from_the_referral(
 
 
 def test_a_deadline_without_its_timestamp_is_not_started_and_says_so(
-    runtime: Runtime, caseworker: Actor
+    runtime: Runtime,
+    caseworker: Actor,
+    corridor_referral: Callable[..., ReferralView],
 ) -> None:
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        facts={"survivor_age": 22},
-    )
+    view = corridor_referral(survivor_age=22)
     runtime.grant_consent(
         view.case_code, scope="case_management", actor=caseworker, given_by="survivor"
     )
@@ -66,16 +57,12 @@ def test_a_deadline_without_its_timestamp_is_not_started_and_says_so(
 
 
 def test_each_level_escalates_once_to_its_roles(
-    runtime: Runtime, clock: ManualClock, caseworker: Actor
+    runtime: Runtime,
+    clock: ManualClock,
+    caseworker: Actor,
+    corridor_referral: Callable[..., ReferralView],
 ) -> None:
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        facts={"survivor_age": 22},
-    )
+    view = corridor_referral(survivor_age=22)
     assert runtime.claim_due_timers() == []
     clock.advance(timedelta(hours=1))  # level 1 of 'assign' (1 h in this corridor) is due
     claims = runtime.claim_due_timers(worker="w1")
@@ -110,16 +97,12 @@ def test_each_level_escalates_once_to_its_roles(
 
 
 def test_leaving_the_state_stops_its_timers(
-    runtime: Runtime, clock: ManualClock, caseworker: Actor
+    runtime: Runtime,
+    clock: ManualClock,
+    caseworker: Actor,
+    corridor_referral: Callable[..., ReferralView],
 ) -> None:
-    view = runtime.create_referral(
-        sop_key="example.corridor",
-        sop_version=1,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        facts={"survivor_age": 22},
-    )
+    view = corridor_referral(survivor_age=22)
     runtime.grant_consent(
         view.case_code, scope="case_management", actor=caseworker, given_by="survivor"
     )
