@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AccessLogEntry",
     "Base",
     "CaseKey",
     "ConsentGrant",
@@ -361,6 +362,32 @@ class User(Base):
     """Hex SHA-256 of the bearer token; a request's token is hashed and looked up."""
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
+
+
+class AccessLogEntry(Base):
+    """One read of protected data (or one refused attempt): who, when, which referral, which
+    fields by name (never their values). Append-only: nothing updates or deletes these rows."""
+
+    __tablename__ = "access_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime]
+    actor_id: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[str] = mapped_column(String(64))
+    actor_agency_id: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    """What was read, such as ``referral.read`` or ``disclosed.read``."""
+    referral_id: Mapped[str | None] = mapped_column(String(36))
+    """None for reads that span referrals (an inbox, a report) or name none that exists."""
+    fields: Mapped[list[Any]] = mapped_column(default=list)
+    outcome: Mapped[str] = mapped_column(String(16))
+    """``granted``, or ``refused`` (the reader was answered 404 or 403)."""
+
+    __table_args__ = (
+        Index("ix_access_log_referral", "referral_id", "id"),
+        Index("ix_access_log_actor", "actor_id", "id"),
+        _NEVER_REUSE_IDS,
+    )
 
 
 def table(model: type[Base]) -> Table:

@@ -8,7 +8,7 @@ the clock, with every operation on referrals as a method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,8 @@ from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import IdempotencyRecord, table
-from sop_engine.runtime import deadlines, fire, ledger, outbox, referrals
+from sop_engine.runtime import access_log, deadlines, fire, ledger, outbox, referrals
+from sop_engine.runtime.access_log import AccessRecord
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim
 from sop_engine.runtime.fire import FireResult
@@ -130,6 +131,23 @@ class Runtime:
 
     def list_grants(self, case_code: str) -> list[GrantRecord]:
         return ledger.list_grants(self.services, case_code)
+
+    def log_access(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        case_code: str | None = None,
+        fields: Sequence[str] = (),
+        outcome: str = "granted",
+    ) -> None:
+        """Append to the access log (see :mod:`sop_engine.runtime.access_log`)."""
+        access_log.log_access(
+            self.services, actor, action, case_code=case_code, fields=fields, outcome=outcome
+        )
+
+    def access_log(self, **filters: Any) -> list[AccessRecord]:
+        return access_log.list_access(self.services, **filters)
 
     def erase(self, case_code: str, actor: Actor) -> None:
         referrals.erase_referral(self.services, case_code, actor)
