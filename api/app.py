@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from api import errors
+from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.routes import health, referrals, sops
 from sop_engine.runtime.engine import Runtime
 
@@ -19,12 +20,14 @@ def create_app(
     *,
     sop_paths: Iterable[Path] = (),
     templates: Collection[str] | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> FastAPI:
     """The API over ``runtime``.
 
     ``sop_paths`` are the folders the runtime's SOP library was read from: an SOP sent to
     ``POST /sops/validate`` may extend the SOPs found there. ``templates`` are the
-    notification templates that SOPs may name (None: any name is accepted).
+    notification templates that SOPs may name (None: any name is accepted). A request body
+    over ``max_request_bytes`` is answered 413 (see :mod:`api.limits`).
     """
     app = FastAPI(
         title="sop-engine",
@@ -35,6 +38,7 @@ def create_app(
     app.state.sop_paths = tuple(sop_paths)
     app.state.templates = templates
     errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.include_router(health.router)
     app.include_router(sops.router)
     app.include_router(referrals.router)

@@ -58,6 +58,7 @@ _HTTP_KINDS = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
 }

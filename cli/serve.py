@@ -96,7 +96,12 @@ def build_app() -> FastAPI:
         raise ServeError(f"cannot use the database at {shown}: {reason}") from None
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
     runtime = Runtime(engine, library, keyring)
-    return create_app(runtime, sop_paths=[settings.sop_dir], templates=templates)
+    return create_app(
+        runtime,
+        sop_paths=[settings.sop_dir],
+        templates=templates,
+        max_request_bytes=settings.max_request_bytes,
+    )
 
 
 def worker_command() -> list[str]:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (``whsec_`` + base64); none means no webhooks."""
     webhook_timeout_seconds: float = 10.0
 
+    max_request_bytes: int = 1024 * 1024 + 64 * 1024
+    """Largest request body the API reads (413 above it); above the SOP files' 1 MiB limit."""
+
     def resolved_directory_dir(self) -> Path:
         return self.directory_dir or self.sop_dir / "directory"
 
