@@ -47,7 +47,7 @@ EVENT = "volley"
 starts two."""
 
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
-ACTOR = Actor("bench-caseworker", "caseworker", "TH-NGO-BENCH", "ngo")
+ACTOR = Actor("bench-caseworker", "caseworker", "TH-NGO-BENCH", ("ngo",))
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 _R = table(Referral)

@@ -29,10 +29,10 @@ __all__ = ["run_demo"]
 SOP = "example.corridor"
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)  # 08:30 in Bangkok and Vientiane
 
-CASEWORKER = Actor("demo-caseworker", "caseworker", "TH-NGO-DEMO", "ngo")
-SUPERVISOR = Actor("demo-supervisor", "supervisor", "TH-NGO-DEMO", "ngo")
+CASEWORKER = Actor("demo-caseworker", "caseworker", "TH-NGO-DEMO", ("ngo",))
+SUPERVISOR = Actor("demo-supervisor", "supervisor", "TH-NGO-DEMO", ("ngo",))
 FOCAL_POINT = Actor(
-    "demo-focal-point", "agency_focal_point", "LA-SW-DEMO", "government_social_welfare"
+    "demo-focal-point", "agency_focal_point", "LA-SW-DEMO", ("government_social_welfare",)
 )
 
 

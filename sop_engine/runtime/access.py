@@ -28,10 +28,14 @@ def refusal(
     if (
         role
         and role.agency_types
-        and actor.agency_type
-        and actor.agency_type not in role.agency_types
+        and actor.agency_types
+        and not set(actor.agency_types) & set(role.agency_types)
     ):
-        return f"a {actor.agency_type} agency cannot hold role {actor.role!r} in this SOP"
+        kinds = ", ".join(actor.agency_types)
+        return (
+            f"an agency of type {kinds} cannot hold role {actor.role!r} in this SOP "
+            f"(types: {', '.join(role.agency_types)})"
+        )
     if t.handoff is not None and not t.event.endswith(".revoke"):
         receiver = agencies.get(spec.handoffs[t.handoff].to)
         if actor.agency_id is None or actor.agency_id != receiver:

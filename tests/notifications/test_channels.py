@@ -501,7 +501,7 @@ def new_referral(runtime: Runtime) -> tuple[str, str]:
     view = runtime.create_referral(
         sop_key="example.corridor",
         sop_version=None,
-        actor=Actor("u-cw", "caseworker", "TH-NGO-1", "ngo"),
+        actor=Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",)),
         origin_country="TH",
         destination_country="LA",
         incident_at=START - timedelta(hours=30),

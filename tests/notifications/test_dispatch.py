@@ -257,7 +257,7 @@ def runtime(
 
 @pytest.fixture
 def caseworker() -> Actor:
-    return Actor("u-cw", "caseworker", "TH-NGO-1", "ngo")
+    return Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",))
 
 
 @pytest.fixture

@@ -68,17 +68,17 @@ def sqlite_runtime(
 
 @pytest.fixture
 def caseworker() -> Actor:
-    return Actor("u-cw", "caseworker", "TH-NGO-1", "ngo")
+    return Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",))
 
 
 @pytest.fixture
 def supervisor() -> Actor:
-    return Actor("u-sup", "supervisor", "TH-NGO-1", "ngo")
+    return Actor("u-sup", "supervisor", "TH-NGO-1", ("ngo",))
 
 
 @pytest.fixture
 def focal_point() -> Actor:
-    return Actor("u-fp", "agency_focal_point", "LA-SW-1", "government_social_welfare")
+    return Actor("u-fp", "agency_focal_point", "LA-SW-1", ("government_social_welfare",))
 
 
 NewReferral = Callable[..., ReferralView]

@@ -125,10 +125,37 @@ def test_the_wrong_role_is_refused(runtime: Runtime, caseworker: Actor, focal_po
 def test_another_agency_is_refused(runtime: Runtime, caseworker: Actor) -> None:
     code = new_referral(runtime, caseworker)
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
-    stranger = Actor("u-x", "caseworker", "KH-NGO-9", "ngo")
+    stranger = Actor("u-x", "caseworker", "KH-NGO-9", ("ngo",))
     with pytest.raises(RoleNotAllowed, match="your agency does not take part in this referral"):
         runtime.fire(code, "record_consent", stranger)
     assert isinstance(RoleNotAllowed("x"), PermissionError)
+
+
+@pytest.mark.parametrize(
+    ("types", "refused"),
+    [(("health",), True), (("health", "ngo"), False), ((), False)],
+    ids=["none-of-the-roles-types", "one-of-them", "types-unknown"],
+)
+def test_the_roles_agency_types_are_checked(
+    runtime: Runtime, caseworker: Actor, types: tuple[str, ...], refused: bool
+) -> None:
+    """example.baseline's caseworker belongs at an NGO or a social welfare office: a
+    caseworker of a health agency is refused; an agency whose types are unknown is not."""
+    code = new_referral(runtime, caseworker)
+    runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
+    colleague = Actor("u-cw3", "caseworker", caseworker.agency_id, types)
+    payload = {"facts": {"safe_contact_method": "text_message"}}
+    if refused:
+        with pytest.raises(RoleNotAllowed, match="type health cannot hold role 'caseworker'"):
+            runtime.fire(code, "record_consent", colleague, payload)
+        assert "record_consent" not in runtime.read_referral(code, actor=colleague).available_events
+    else:
+        assert runtime.fire(code, "record_consent", colleague, payload).state != "intake"
+
+
+def test_agency_types_are_a_tuple_never_a_bare_string() -> None:
+    with pytest.raises(TypeError, match="tuple of types"):
+        Actor("u-x", "caseworker", "TH-NGO-1", "ngo")  # type: ignore[arg-type]
 
 
 def test_a_guard_that_fails_is_refused_with_its_expression(
@@ -210,7 +237,7 @@ def test_idempotency_key_returns_the_first_result_and_changes_nothing(
             code, "complete_assessment", caseworker, {"facts": ASSESSMENT}, idempotency_key="k-1"
         )
     # The same key from another user is another request.
-    other = Actor("u-cw2", "caseworker", "TH-NGO-1", "ngo")
+    other = Actor("u-cw2", "caseworker", "TH-NGO-1", ("ngo",))
     assert not runtime.fire(
         code, "complete_assessment", other, {"facts": ASSESSMENT}, idempotency_key="k-1"
     ).replayed
@@ -259,7 +286,7 @@ def test_only_the_receiving_agency_answers_a_handoff(
     code = referral_in_action_plan
     runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
     runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": "LA-SW-1"})
-    impostor = Actor("u-fp2", "agency_focal_point", "LA-SW-2", "government_social_welfare")
+    impostor = Actor("u-fp2", "agency_focal_point", "LA-SW-2", ("government_social_welfare",))
     with pytest.raises(RoleNotAllowed, match="only the agency that received the referral"):
         runtime.fire(code, "return_referral.acknowledge", impostor)
     runtime.fire(code, "return_referral.acknowledge", focal_point)

@@ -17,9 +17,9 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
 MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
-CASEWORKER = Actor("u-cw", "caseworker", "KH-NGO-1", "ngo")
-SUPERVISOR = Actor("u-sup", "supervisor", "KH-NGO-1", "ngo")
-CLINIC = Actor("u-fp", "agency_focal_point", "KH-CLINIC-1", "health")
+CASEWORKER = Actor("u-cw", "caseworker", "KH-NGO-1", ("ngo",))
+SUPERVISOR = Actor("u-sup", "supervisor", "KH-NGO-1", ("ngo",))
+CLINIC = Actor("u-fp", "agency_focal_point", "KH-CLINIC-1", ("health",))
 
 
 @pytest.fixture

@@ -72,19 +72,21 @@ class Corridor:
 
     @property
     def caseworker(self) -> Actor:
-        return Actor("u-cw", "caseworker", self.host_agency, "ngo")
+        return Actor("u-cw", "caseworker", self.host_agency, ("ngo",))
 
     @property
     def supervisor(self) -> Actor:
-        return Actor("u-sup", "supervisor", self.host_agency, "ngo")
+        return Actor("u-sup", "supervisor", self.host_agency, ("ngo",))
 
     @property
     def focal_point(self) -> Actor:
-        return Actor("u-fp", "agency_focal_point", self.focal_agency, "government_social_welfare")
+        return Actor(
+            "u-fp", "agency_focal_point", self.focal_agency, ("government_social_welfare",)
+        )
 
     @property
     def reintegration(self) -> Actor:
-        return Actor("u-rp", "agency_focal_point", self.reintegration_agency, "ngo")
+        return Actor("u-rp", "agency_focal_point", self.reintegration_agency, ("ngo",))
 
 
 CORRIDORS = [
@@ -416,7 +418,7 @@ def test_open_clinical_windows_send_health_care_to_a_local_provider_first(
     _grant(runtime, code, "health_referral", cw)
     local = runtime.fire(code, "refer_for_health_care", cw, {"recipient_agency_id": c.hospital})
     assert (local.state, local.disclosed_to) == ("health_referral.sent", c.hospital)
-    hospital = Actor("u-oscc", "agency_focal_point", c.hospital, "health")
+    hospital = Actor("u-oscc", "agency_focal_point", c.hospital, ("health",))
     for step in HANDOFF:
         runtime.fire(code, f"health_referral.{step}", hospital)
     care = {"health_care_given": True, "health_care_at": runtime.clock.now().isoformat()}

@@ -195,9 +195,9 @@ class People:
 @pytest.fixture
 def people(national: National) -> People:
     return People(
-        caseworker=Actor("u-cw", "caseworker", national.ngo, "ngo"),
-        supervisor=Actor("u-sup", "supervisor", national.ngo, "ngo"),
-        health_focal_point=Actor("u-hfp", "agency_focal_point", national.hospital, "health"),
+        caseworker=Actor("u-cw", "caseworker", national.ngo, ("ngo",)),
+        supervisor=Actor("u-sup", "supervisor", national.ngo, ("ngo",)),
+        health_focal_point=Actor("u-hfp", "agency_focal_point", national.hospital, ("health",)),
     )
 
 

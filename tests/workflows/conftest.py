@@ -63,7 +63,7 @@ def runtime(
 
 @pytest.fixture
 def caseworker() -> Actor:
-    return Actor("u-cw", "caseworker", AGENCY, "ngo")
+    return Actor("u-cw", "caseworker", AGENCY, ("ngo",))
 
 
 @pytest.fixture(scope="session")

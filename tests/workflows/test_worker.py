@@ -128,7 +128,7 @@ def _referral_already_due(
         view = runtime.create_referral(
             sop_key="example.corridor",
             sop_version=1,
-            actor=Actor("u-cw", "caseworker", owner, "ngo"),
+            actor=Actor("u-cw", "caseworker", owner, ("ngo",)),
             origin_country="TH",
             destination_country="LA",
             facts={"survivor_age": 22, "survivor_name": SURVIVOR},
