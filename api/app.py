@@ -9,7 +9,20 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
-from api.routes import health, referrals, sops
+from api.oidc import BearerAuth
+from api.routes import (
+    audit,
+    consent,
+    events,
+    health,
+    inbox,
+    notices,
+    referrals,
+    sops,
+    tasks,
+)
+from api.routes import directory as directory_routes
+from sop_engine.directory import ServiceDirectory
 from sop_engine.runtime.engine import Runtime
 
 __all__ = ["create_app"]
@@ -21,13 +34,18 @@ def create_app(
     sop_paths: Iterable[Path] = (),
     templates: Collection[str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    auth: BearerAuth | None = None,
+    directory: ServiceDirectory | None = None,
 ) -> FastAPI:
     """The API over ``runtime``.
 
     ``sop_paths`` are the folders the runtime's SOP library was read from: an SOP sent to
     ``POST /sops/validate`` may extend the SOPs found there. ``templates`` are the
     notification templates that SOPs may name (None: any name is accepted). A request body
-    over ``max_request_bytes`` is answered 413 (see :mod:`api.limits`).
+    over ``max_request_bytes`` is answered 413 (see :mod:`api.limits`). ``auth`` says which
+    bearer tokens are accepted (by default local tokens only; see :mod:`api.oidc`).
+    ``directory`` is the service directory read from its files; the entries coordinators keep
+    through the API lie over it (none given: only those).
     """
     app = FastAPI(
         title="sop-engine",
@@ -37,9 +55,18 @@ def create_app(
     app.state.runtime = runtime
     app.state.sop_paths = tuple(sop_paths)
     app.state.templates = templates
+    app.state.auth = auth or BearerAuth()
+    app.state.directory = directory if directory is not None else ServiceDirectory()
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.include_router(health.router)
     app.include_router(sops.router)
     app.include_router(referrals.router)
+    app.include_router(inbox.router)
+    app.include_router(tasks.router)
+    app.include_router(notices.router)
+    app.include_router(events.router)
+    app.include_router(consent.router)
+    app.include_router(audit.router)
+    app.include_router(directory_routes.router)
     return app

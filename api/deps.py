@@ -3,19 +3,32 @@ permission check of :mod:`api.permissions`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.oidc import BearerAuth, InvalidToken, ProviderUnavailable, is_jwt
 from api.permissions import allowed
 from api.users import Principal, find_by_token
+from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
-__all__ = ["Authorized", "CurrentUser", "RuntimeDep", "actor_of", "authorize"]
+__all__ = [
+    "Authorized",
+    "CurrentUser",
+    "RuntimeDep",
+    "actor_of",
+    "authorize",
+    "managed_directory",
+]
 
-_bearer = HTTPBearer(auto_error=False, description="The token printed by `sop-engine users add`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The token printed by `sop-engine users add`, or the identity provider's JWT",
+)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -32,28 +45,61 @@ _UNAUTHENTICATED = HTTPException(
 )
 
 
+def _invalid_token(message: str) -> HTTPException:
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers=headers)
+
+
 def get_current_user(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The user whose token the request carries; 401 without one, or with an unknown one."""
+    """The user whose token the request carries; 401 without one, or with an unknown or
+    invalid one; 503 when the identity provider's keys cannot be had (see :mod:`api.oidc`)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _UNAUTHENTICATED
-    user = find_by_token(runtime.db, credentials.credentials)
+    auth: BearerAuth = request.app.state.auth
+    token = credentials.credentials
+    if auth.oidc is not None and is_jwt(token):
+        try:
+            return auth.oidc.verify(token)
+        except InvalidToken as exc:
+            raise _invalid_token(str(exc)) from None
+        except ProviderUnavailable as exc:
+            headers = {"Retry-After": "30"}
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
+    if not auth.local_tokens:
+        raise _invalid_token("only the identity provider's tokens are accepted")
+    user = find_by_token(runtime.db, token)
     if user is None:
-        raise _UNAUTHENTICATED
+        raise _invalid_token("the bearer token is unknown or disabled")
     return user
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
-def authorize(request: Request, user: CurrentUser) -> Principal:
+def managed_directory(request: Request, runtime: RuntimeDep) -> ManagedDirectory:
+    """The app's directory (``create_app``'s ``directory``) with the managed entries of the
+    runtime's database over it; made on first use, so that building the app reads nothing."""
+    state = request.app.state
+    managed: ManagedDirectory | None = getattr(state, "managed_directory", None)
+    if managed is None or managed.db is not runtime.db:
+        managed = ManagedDirectory(runtime.db, state.directory)
+        state.managed_directory = managed
+    return managed
+
+
+def authorize(request: Request, runtime: RuntimeDep, user: CurrentUser) -> Principal:
     """403 unless the permission table lets the user's role call this route."""
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     if path is None or not allowed(request.method, path, user.role):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "your role may not use this route")
+    if user.agency_id is not None and not user.agency_types:
+        directory = managed_directory(request, runtime)
+        user = replace(user, agency_types=directory.agency_types(user.agency_id))
     return user
 
 
@@ -63,5 +109,6 @@ takes its user through this alias (or has ``authorize`` in its router's dependen
 
 
 def actor_of(user: Principal) -> Actor:
-    """The engine's actor for a user: the user id (never the name), role and agency."""
-    return Actor(user.id, user.role, user.agency_id)
+    """The engine's actor for a user: the user id (never the name), role, agency and the
+    agency's types (which the SOP's roles may restrict)."""
+    return Actor(user.id, user.role, user.agency_id, user.agency_types)

@@ -26,6 +26,7 @@ anything else              500     a bug: logged, answered without details
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -61,6 +62,7 @@ _HTTP_KINDS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    503: "unavailable",
 }
 
 
@@ -118,7 +120,7 @@ def _internal(exc: BaseException) -> JSONResponse:
     return _json(500, error_body("internal", "internal error; it has been logged"))
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
+def _field(loc: Sequence[int | str]) -> str:
     """``("body", "facts", "x")`` -> ``facts.x``; a header or query keeps its own name."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -131,20 +133,33 @@ async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
     return domain_response(exc)
 
 
-async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", "invalid"))}
-        for e in exc.errors()
-    ]
+def _invalid_input(errors: list[dict[str, str]]) -> JSONResponse:
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
     message = f"{first['field']}: {first['message']}"
     body = error_body("invalid_input", message, field=first["field"], errors=errors)
     return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, body)
 
 
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _invalid_input(
+        [
+            {
+                # Broken JSON's "loc" is a character offset into the body, not a field.
+                "field": "body" if e.get("type") == "json_invalid" else _field(e.get("loc", ())),
+                "message": str(e.get("msg", "invalid")),
+            }
+            for e in exc.errors()
+        ]
+    )
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's 400 for a body it cannot decode (bytes that are not UTF-8, JSON nested too
+        # deep) is the same fault as broken JSON, which it answers 422: one answer for both.
+        return _invalid_input([{"field": "body", "message": "the body is not readable JSON"}])
     kind = _HTTP_KINDS.get(exc.status_code, "error")
     headers = dict(exc.headers) if exc.headers else None
     return _json(exc.status_code, error_body(kind, str(exc.detail)), headers)

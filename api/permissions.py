@@ -20,6 +20,17 @@ AUDITOR = "auditor"
 
 _SOP_READERS = frozenset({COORDINATOR, AUDITOR})
 _CASE_WORKERS = frozenset({CASEWORKER, SUPERVISOR, FOCAL_POINT})
+_AUDITORS = frozenset({AUDITOR})
+"""Timelines, the access log and the referral list: auditors only."""
+_COMPLIANCE_READERS = frozenset({AUDITOR, COORDINATOR})
+"""Aggregate deadline compliance: coordinators watch whether referrals move in time."""
+_CONSENT_KEEPERS = frozenset({CASEWORKER, SUPERVISOR})
+"""Record, list and withdraw consent; the routes also require the managing agency."""
+_DIRECTORY_READERS = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT, AUDITOR})
+"""Every role: agencies pick recipients from the directory, auditors check it."""
+
+_EVERYONE = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT, AUDITOR})
+"""Routes about the caller's own things (her notices), whatever her role."""
 
 PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/health")})
 """Routes anyone may call, without a token."""
@@ -29,9 +40,36 @@ PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/sops/{key}/{version}"): _SOP_READERS,
     ("GET", "/sops/{key}/{version}/diagram"): _SOP_READERS,
     ("POST", "/sops/validate"): frozenset({COORDINATOR}),
+    # Publishing: coordinators upload and publish; auditors may read drafts and sources.
+    ("POST", "/sops"): frozenset({COORDINATOR}),
+    ("GET", "/sops/drafts"): _SOP_READERS,
+    ("GET", "/sops/{key}/{version}/source"): _SOP_READERS,
+    ("POST", "/sops/{key}/{version}/publish"): frozenset({COORDINATOR}),
+    ("GET", "/directory/agencies"): _DIRECTORY_READERS,
+    ("GET", "/directory/agencies/{agency_id}"): _DIRECTORY_READERS,
+    ("PUT", "/directory/agencies/{agency_id}"): frozenset({COORDINATOR}),
     ("POST", "/referrals"): frozenset({CASEWORKER}),
     ("GET", "/referrals/{case_code}"): _CASE_WORKERS,
     ("POST", "/referrals/{case_code}/events/{event}"): _CASE_WORKERS,
+    # The agencies' side; the routes also require the task's, or the disclosure's, agency.
+    ("GET", "/referrals/{case_code}/disclosed"): _CASE_WORKERS,
+    ("GET", "/notices"): _EVERYONE,
+    ("POST", "/notices/{notice_id}/read"): _EVERYONE,
+    ("GET", "/tasks"): _CASE_WORKERS,
+    ("GET", "/tasks/{task_id}"): _CASE_WORKERS,
+    ("POST", "/tasks/{task_id}/acknowledge"): _CASE_WORKERS,
+    ("POST", "/tasks/{task_id}/accept"): _CASE_WORKERS,
+    ("POST", "/tasks/{task_id}/decline"): _CASE_WORKERS,
+    ("POST", "/tasks/{task_id}/deliver"): _CASE_WORKERS,
+    ("GET", "/audit/referrals"): _AUDITORS,
+    ("GET", "/audit/referrals/{case_code}/timeline"): _AUDITORS,
+    ("GET", "/audit/access-log"): _AUDITORS,
+    ("GET", "/audit/compliance"): _COMPLIANCE_READERS,
+    ("GET", "/referrals/{case_code}/events"): _CASE_WORKERS,
+    ("POST", "/referrals/{case_code}/consents"): _CONSENT_KEEPERS,
+    ("GET", "/referrals/{case_code}/consents"): _CONSENT_KEEPERS,
+    ("POST", "/referrals/{case_code}/consents/{grant_id}/withdrawal"): _CONSENT_KEEPERS,
+    ("POST", "/referrals/{case_code}/withdrawal-acknowledgement"): frozenset({FOCAL_POINT}),
 }
 
 

@@ -38,6 +38,9 @@ class Principal:
     username: str
     role: str
     agency_id: str | None
+    agency_types: tuple[str, ...] = ()
+    """Her agency's types, as the service directory lists them (set per request by
+    :func:`api.deps.authorize`; empty for an agency the directory does not list)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -33,9 +34,12 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
+from api.oidc import BearerAuth
 from notifications.catalogue import template_names
+from sop_engine.directory import ServiceDirectory, load_directory
+from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.errors import ConfigurationError, DefinitionError
-from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.published import load_library
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
 from sop_engine.runtime.engine import Runtime
@@ -67,20 +71,24 @@ class ServeError(Exception):
 
 
 def build_app() -> FastAPI:
-    """The API over the settings' runtime: the database migrated, the SOP library loaded.
+    """The API over the settings' runtime: the database migrated, the SOP library loaded
+    (the files and the versions published through the API), the service directory read
+    (its files and the entries kept through the API).
 
-    :raises ServeError: when a setting, the database or the SOP library is unusable.
+    :raises ServeError: when a setting, the database, the SOP library or the service
+        directory is unusable.
     """
     settings = get_settings()
     templates = template_names()
     try:
+        auth = BearerAuth.from_settings(settings)
         engine = make_engine(settings.resolved_database_url())
     except ConfigurationError as exc:
         raise ServeError(str(exc)) from None
     shown = engine.url.render_as_string(hide_password=True)
     try:
         upgrade(engine)
-        library = SopLibrary.load([settings.sop_dir], templates)
+        library = load_library(engine, [settings.sop_dir], templates)
         keyring = settings.keyring()
     except DefinitionError as exc:
         engine.dispose()
@@ -96,12 +104,27 @@ def build_app() -> FastAPI:
         raise ServeError(f"cannot use the database at {shown}: {reason}") from None
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
     runtime = Runtime(engine, library, keyring)
+    directory = _service_directory(runtime, settings.resolved_directory_dir())
     return create_app(
         runtime,
         sop_paths=[settings.sop_dir],
         templates=templates,
         max_request_bytes=settings.max_request_bytes,
+        auth=auth,
+        directory=directory,
     )
+
+
+def _service_directory(runtime: Runtime, folder: Path) -> ServiceDirectory:
+    """The directory's files, checked with the entries kept through the API over them."""
+    today = runtime.clock.now().date()
+    try:
+        directory = load_directory(folder, today=today)
+        ManagedDirectory(runtime.db, directory).snapshot(today)
+    except DefinitionError as exc:
+        runtime.db.dispose()
+        raise ServeError(f"the service directory in {folder} is broken:\n{exc.report()}") from None
+    return directory
 
 
 def worker_command() -> list[str]:

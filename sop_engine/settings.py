@@ -13,19 +13,35 @@ import secrets
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlparse
 
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import ConfigurationError
 from sop_engine.persistence.db import default_database_url
 
-__all__ = ["DEV_KEY_FILE", "Settings", "default_sop_dir", "get_settings"]
+__all__ = [
+    "DEV_KEY_FILE",
+    "OIDC_ALGORITHMS",
+    "AuthMode",
+    "Settings",
+    "default_sop_dir",
+    "get_settings",
+]
 
 DEV_KEY_FILE = "master.key"
 """Name of the development master key file in the data folder."""
+
+AuthMode = Literal["tokens", "oidc", "both"]
+
+OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""The JWT algorithms an identity provider may sign with: public-key ones only, never
+``none`` nor HMAC (whose "secret" would be the provider's public key)."""
 
 
 def default_sop_dir() -> Path:
@@ -72,8 +88,71 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1024 * 1024 + 64 * 1024
     """Largest request body the API reads (413 above it); above the SOP files' 1 MiB limit."""
 
+    auth_mode: AuthMode | None = None
+    """Bearer tokens the API accepts: ``tokens`` (``sop-engine users add``), ``oidc`` (JWTs of
+    the identity provider) or ``both``; by default ``both`` when ``oidc_issuer`` is set."""
+    oidc_issuer: str | None = None
+    """The identity provider's issuer URL, exactly as in its tokens' ``iss``."""
+    oidc_audience: str | None = None
+    """The ``aud`` the tokens must carry: this API's client id or resource name."""
+    oidc_jwks_url: str | None = None
+    """The provider's JWKS; by default the ``jwks_uri`` of its OpenID configuration."""
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256")
+    """Accepted signing algorithms, comma-separated (see ``OIDC_ALGORITHMS``)."""
+    oidc_role_claim: str = "sop_role"
+    """Top-level claim holding the user's role (one of the API's roles)."""
+    oidc_agency_claim: str = "sop_agency"
+    """Top-level claim holding the user's agency id; required for roles acting for one."""
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    """Clock skew allowed when checking ``exp``, ``nbf`` and ``iat``."""
+
+    @field_validator("oidc_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     def resolved_directory_dir(self) -> Path:
         return self.directory_dir or self.sop_dir / "directory"
+
+    def resolved_auth_mode(self) -> AuthMode:
+        """``auth_mode``, or ``both`` when an OIDC issuer or audience is set, else ``tokens``.
+
+        :raises ConfigurationError: when OIDC is used but half-configured (an issuer without
+            an audience, or the reverse), allows an algorithm outside ``OIDC_ALGORITHMS``,
+            or, in production, names an issuer or JWKS URL that is not https. An audience is
+            required everywhere: without one, any token the provider issues for any other
+            application would be accepted.
+        """
+        mode = self.auth_mode or ("both" if self.oidc_issuer or self.oidc_audience else "tokens")
+        if mode == "tokens":
+            return mode
+        missing = [
+            f"SOP_ENGINE_OIDC_{name}"
+            for name, value in (("ISSUER", self.oidc_issuer), ("AUDIENCE", self.oidc_audience))
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"OIDC is half-configured (auth mode {mode}): set {' and '.join(missing)} "
+                "too; the issuer is the tokens' iss, the audience the aud naming this API"
+            )
+        refused = [a for a in self.oidc_algorithms if a not in OIDC_ALGORITHMS]
+        if refused or not self.oidc_algorithms:
+            raise ConfigurationError(
+                f"SOP_ENGINE_OIDC_ALGORITHMS may list only {', '.join(sorted(OIDC_ALGORITHMS))}"
+                f"; refused: {', '.join(refused) or '(empty)'}"
+            )
+        schemes = ("https",) if self.environment == "production" else ("http", "https")
+        for name, url in (("ISSUER", self.oidc_issuer), ("JWKS_URL", self.oidc_jwks_url)):
+            parsed = urlparse(url) if url is not None else None
+            if parsed is not None and (parsed.scheme not in schemes or not parsed.netloc):
+                where = " in production" if self.environment == "production" else ""
+                raise ConfigurationError(
+                    f"SOP_ENGINE_OIDC_{name} must be an {' or '.join(schemes)} URL{where}"
+                )
+        return mode
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the embedded SQLite database in ``data_dir``."""

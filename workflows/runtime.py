@@ -7,6 +7,10 @@ bodies many times pays for it once. The sweep needs only the runtime; the direct
 channels are built on the dispatch's first use, so that a broken directory stops the
 dispatch and never the escalations.
 
+The runtime's library holds the SOP files and the versions published through the API, and
+finds a version published later on first use; the directory holds its files with the
+entries coordinators keep through the API over them, as they were when the run started.
+
 >>> with use_runtime(runtime):                       # doctest: +SKIP
 ...     escalation_sweep.fn(batch_size=10)           # runs on ``runtime``, not the settings'
 """
@@ -24,8 +28,9 @@ from sqlalchemy import Engine
 from notifications.catalogue import template_names
 from notifications.channels import Channel
 from notifications.dispatch import build_channels
-from sop_engine.directory import ServiceDirectory, load_directory
-from sop_engine.language.compiler import SopLibrary
+from sop_engine.directory import ServiceDirectory
+from sop_engine.directory.managed import load_managed_directory
+from sop_engine.language.published import load_library
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
 from sop_engine.runtime.engine import Runtime
@@ -74,12 +79,12 @@ def _runtime_from_settings() -> Runtime:
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
-    library = SopLibrary.load([settings.sop_dir], template_names())
+    library = load_library(engine, [settings.sop_dir], template_names())
     return Runtime(engine, library, settings.keyring())
 
 
 @cache
 def _delivery_from_settings(db: Engine) -> Delivery:
     settings = get_settings()
-    directory = load_directory(settings.resolved_directory_dir())
+    directory = load_managed_directory(db, settings.resolved_directory_dir())
     return Delivery(directory, build_channels(settings, db))

@@ -11,13 +11,18 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Response, status
 
 from api.deps import Authorized, RuntimeDep, actor_of
+from api.openapi import error_responses
 from api.schemas.referrals import FireRequest, FireResultPublic, ReferralCreate, ReferralPublic
 from api.users import Principal
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
 
-router = APIRouter(prefix="/referrals", tags=["referrals"])
+router = APIRouter(
+    prefix="/referrals",
+    tags=["referrals"],
+    responses=error_responses(401, 403, 404, 409, 413, 422),
+)
 
 
 def _visible(runtime: Runtime, case_code: str, user: Principal) -> ReferralView:
@@ -59,13 +64,31 @@ def create_referral(
     return ReferralPublic.of(view)
 
 
+READ_ACTION = "referral.read"
+
+
 @router.get("/{case_code}")
 def read_referral(
     runtime: RuntimeDep, user: Authorized, case_code: str, response: Response
 ) -> ReferralPublic:
-    view = _visible(runtime, case_code, user)
+    """The referral without identifying facts. The managing agency sees every other fact;
+    an agency it was sent to, only those disclosed to it under consent that still stands.
+    Every read is access-logged with the fact names shown; a 404 as refused."""
+    actor = actor_of(user)
+    try:
+        view = _visible(runtime, case_code, user)
+    except NotFound:
+        runtime.log_access(actor, READ_ACTION, case_code=case_code, outcome="refused")
+        raise
+    if user.agency_id == view.owner_agency_id:
+        public = ReferralPublic.of(view)
+    else:
+        assert user.agency_id is not None  # _visible found the agency taking part
+        held = runtime.disclosed_fields(case_code, user.agency_id)
+        public = ReferralPublic.shared(view, user.agency_id, held.readable)
+    runtime.log_access(actor, READ_ACTION, case_code=case_code, fields=list(public.facts))
     response.headers["ETag"] = f'"{view.version}"'
-    return ReferralPublic.of(view)
+    return public
 
 
 @router.post("/{case_code}/events/{event}")

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from sop_engine.runtime.fire import FireResult
 from sop_engine.runtime.referrals import ReferralView
 
-__all__ = ["FireRequest", "FireResultPublic", "OverrideIn", "ReferralCreate", "ReferralPublic"]
+__all__ = [
+    "CaseTime",
+    "FireRequest",
+    "FireResultPublic",
+    "OverrideIn",
+    "ReferralCreate",
+    "ReferralPublic",
+]
+
+CaseTime = Annotated[
+    AwareDatetime,
+    Field(
+        ge=datetime(1900, 1, 1, tzinfo=UTC),
+        lt=datetime(2100, 1, 1, tzinfo=UTC),
+        description="With its UTC offset; from 1900 to 2099 (UTC).",
+    ),
+]
+"""A moment in a case, such as the incident. Bounded, so that it converts to UTC and the
+deadlines counted from it stay within the calendar: ``9999-12-31T23:59:59-14:00`` was a 500."""
 
 
 class _Request(BaseModel):
@@ -18,13 +37,30 @@ class _Request(BaseModel):
 
 
 class ReferralCreate(_Request):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sop_key": "example.corridor",
+                    "sop_version": 1,
+                    "origin_country": "TH",
+                    "destination_country": "LA",
+                    "incident_at": "2026-03-01T01:00:00Z",
+                    "disclosed_at": "2026-03-02T01:00:00Z",
+                    "facts": {"survivor_age": 24, "safe_contact_method": "phone_call"},
+                }
+            ]
+        },
+    )
+
     sop_key: str = Field(min_length=1, max_length=100)
     sop_version: int | None = Field(default=None, ge=1)
     """None: the latest version of the SOP."""
     origin_country: str = Field(min_length=2, max_length=2)
     destination_country: str = Field(min_length=2, max_length=2)
-    incident_at: AwareDatetime | None = None
-    disclosed_at: AwareDatetime | None = None
+    incident_at: CaseTime | None = None
+    disclosed_at: CaseTime | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
     """Facts the SOP declares; identifying ones are sealed and never returned."""
 
@@ -39,6 +75,21 @@ class OverrideIn(_Request):
 class FireRequest(_Request):
     """The payload of an event, as :func:`sop_engine.runtime.fire.fire` takes it."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "facts": {
+                        "risk_level": "medium",
+                        "service_needed": "psychosocial_support",
+                        "safety_plan_agreed": True,
+                    }
+                }
+            ]
+        },
+    )
+
     facts: dict[str, Any] | None = None
     recipient_agency_id: str | None = None
     reason: str | None = None
@@ -49,7 +100,10 @@ class FireRequest(_Request):
 
 
 class ReferralPublic(BaseModel):
-    """A referral without its identifying facts (only their names, in ``sealed_fields``)."""
+    """A referral without its identifying facts (only their names, in ``sealed_fields``).
+
+    The managing agency sees every non-identifying fact; any other agency taking part sees
+    only the facts disclosed to it under consent that still stands (:meth:`shared`)."""
 
     case_code: str
     sop_key: str
@@ -90,6 +144,24 @@ class ReferralPublic(BaseModel):
             closed_at=view.closed_at,
             erased=view.erased,
             available_events=list(view.available_events),
+        )
+
+    @classmethod
+    def shared(
+        cls, view: ReferralView, agency_id: str, readable: Collection[str]
+    ) -> ReferralPublic:
+        """The referral as an agency other than the managing one sees it: the facts (and
+        names of sealed facts) in ``readable``, the agency slots of the managing agency and
+        its own, no incident or disclosure time."""
+        keep = {agency_id, view.owner_agency_id}
+        return cls.of(view).model_copy(
+            update={
+                "agencies": {s: a for s, a in view.agencies.items() if a in keep},
+                "facts": {k: v for k, v in view.facts.items() if k in readable},
+                "sealed_fields": [f for f in view.sealed_fields if f in readable],
+                "incident_at": None,
+                "disclosed_at": None,
+            }
         )
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import datetime
+
+from pydantic import BaseModel, Field
 
 from sop_engine.errors import Problem
 from sop_engine.language.diagram import format_duration
 from sop_engine.language.spec import SopSpec
+from sop_engine.publishing import StoredSop
 
-__all__ = ["ProblemPublic", "SopListItem", "SopPublic", "ValidationReport"]
+__all__ = [
+    "ProblemPublic",
+    "PublicationPublic",
+    "SopListItem",
+    "SopPublic",
+    "StoredSopPublic",
+    "StoredSopSource",
+    "UploadReport",
+    "ValidationReport",
+]
 
 
 class SopListItem(BaseModel):
@@ -146,3 +158,58 @@ class ValidationReport(BaseModel):
     sop: str | None
     """``KEY@VERSION`` of the SOP, when it compiled."""
     problems: list[ProblemPublic]
+
+
+class StoredSopPublic(BaseModel):
+    """An SOP uploaded through the API: a ``draft`` or ``published``."""
+
+    key: str
+    version: int
+    title: str
+    status: str
+    sha256: str = Field(description="SHA-256 (hex) of the YAML text as uploaded.")
+    uploaded_by: str = Field(description="The user id of whoever uploaded this text.")
+    uploaded_at: datetime
+    published_by: str | None
+    published_at: datetime | None
+
+    @classmethod
+    def of(cls, s: StoredSop) -> StoredSopPublic:
+        return cls(
+            key=s.key,
+            version=s.version,
+            title=s.title,
+            status=s.status,
+            sha256=s.sha256,
+            uploaded_by=s.uploaded_by,
+            uploaded_at=s.uploaded_at,
+            published_by=s.published_by,
+            published_at=s.published_at,
+        )
+
+
+class StoredSopSource(StoredSopPublic):
+    """An uploaded SOP with its YAML text."""
+
+    source: str
+
+    @classmethod
+    def of(cls, s: StoredSop) -> StoredSopSource:
+        return cls(**StoredSopPublic.of(s).model_dump(), source=s.source or "")
+
+
+class UploadReport(ValidationReport):
+    """The answer of ``POST /sops`` when the SOP compiled and was stored as a draft (an SOP
+    that does not compile is answered 422 ``definition_error`` with its problems)."""
+
+    draft: StoredSopPublic
+    replayed: bool = Field(description="True when this answers a retry with the same key.")
+
+
+class PublicationPublic(BaseModel):
+    """The answer of ``POST /sops/{key}/{version}/publish``."""
+
+    sop: str
+    """``KEY@VERSION``, now live."""
+    published: StoredSopPublic
+    replayed: bool = Field(description="True when this answers a retry with the same key.")

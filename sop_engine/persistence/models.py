@@ -40,8 +40,11 @@ __all__ = [
     "Disclosure",
     "IdempotencyRecord",
     "InboxMessage",
+    "ManagedAgency",
     "OutboxMessage",
+    "PublishingRequest",
     "Referral",
+    "SopSource",
     "Task",
     "TimelineEntry",
     "Timer",
@@ -388,6 +391,62 @@ class AccessLogEntry(Base):
         Index("ix_access_log_actor", "actor_id", "id"),
         _NEVER_REUSE_IDS,
     )
+
+
+class SopSource(Base):
+    """An SOP uploaded through the API (:mod:`sop_engine.publishing` writes these rows): a
+    draft, replaceable, until a coordinator publishes it; then immutable, and compiled into the
+    library at every start beside the SOP files (:mod:`sop_engine.language.published`)."""
+
+    __tablename__ = "sop_sources"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    """The YAML text exactly as uploaded."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the UTF-8 source: what was checked is what is published."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``draft`` or ``published``."""
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+    """The user id (never the name) of whoever uploaded the current text."""
+    uploaded_at: Mapped[datetime]
+    published_by: Mapped[str | None] = mapped_column(String(100))
+    published_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_sop_sources_status", "status", "key", "version"),)
+
+
+class PublishingRequest(Base):
+    """The first result of an upload or publication sent with an ``Idempotency-Key``,
+    written in the same transaction as the change, returned on every retry."""
+
+    __tablename__ = "publishing_requests"
+
+    actor_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    """The operation's name and the SHA-256 of the client's key."""
+    request_hash: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class ManagedAgency(Base):
+    """A service directory entry kept through the API (:mod:`sop_engine.directory.managed`):
+    an agency added to the YAML directory, or replacing the YAML entry of the same id."""
+
+    __tablename__ = "managed_agencies"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    entry: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """The entry as a directory file writes it (keys and values of the directory schema)."""
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped by every change; ``If-Match`` compares it."""
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime]
 
 
 def table(model: type[Base]) -> Table:

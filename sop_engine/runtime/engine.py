@@ -20,15 +20,32 @@ from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import IdempotencyRecord, table
-from sop_engine.runtime import access_log, deadlines, fire, ledger, outbox, referrals
+from sop_engine.runtime import (
+    access_log,
+    audit,
+    compliance,
+    deadlines,
+    disclosed,
+    fire,
+    ledger,
+    notices,
+    outbox,
+    referrals,
+    tasks,
+)
 from sop_engine.runtime.access_log import AccessRecord
 from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.audit import ReferralSummary, TimelinePage
+from sop_engine.runtime.compliance import ComplianceReport
 from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim
+from sop_engine.runtime.disclosed import DisclosedFields, DisclosedView
 from sop_engine.runtime.fire import FireResult
 from sop_engine.runtime.ledger import GrantRecord
+from sop_engine.runtime.notices import Notice
 from sop_engine.runtime.outbox import OutboxClaim
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
+from sop_engine.runtime.tasks import TaskView
 from sop_engine.timeline.entries import TimelineCheck, verify_timelines
 
 __all__ = ["Runtime"]
@@ -146,11 +163,55 @@ class Runtime:
             self.services, actor, action, case_code=case_code, fields=fields, outcome=outcome
         )
 
+    def list_notices(self, actor: Actor, **options: Any) -> list[Notice]:
+        """The actor's in-app notifications (see :mod:`sop_engine.runtime.notices`)."""
+        return notices.list_notices(self.services, actor, **options)
+
+    def mark_notice_read(self, actor: Actor, message_id: str) -> datetime:
+        return notices.mark_read(self.services, actor, message_id)
+
     def access_log(self, **filters: Any) -> list[AccessRecord]:
         return access_log.list_access(self.services, **filters)
 
     def erase(self, case_code: str, actor: Actor) -> None:
         referrals.erase_referral(self.services, case_code, actor)
+
+    def list_tasks(self, actor: Actor, **filters: Any) -> list[TaskView]:
+        """The tasks of the actor's agency (:func:`sop_engine.runtime.tasks.list_tasks`)."""
+        return tasks.list_tasks(self.services, actor, **filters)
+
+    def read_task(self, task_id: str, actor: Actor, *, action: str = tasks.READ_ACTION) -> TaskView:
+        """One task of the actor's agency, or NotFound; access-logged as ``action``."""
+        return tasks.read_task(self.services, task_id, actor, action=action)
+
+    def answer_handoff(
+        self,
+        task_id: str,
+        action: str,
+        actor: Actor,
+        *,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> FireResult:
+        """Answer the handoff of a task of the actor's agency (``acknowledge``, ``accept``,
+        ``decline`` with a reason, ``deliver``) by firing its event on the task's referral; a
+        retry with the same idempotency key answers the first result, the task closed since."""
+        task = self.read_task(task_id, actor, action=f"task.{action}")
+        retry = self._replay(actor, idempotency_key) is not None
+        event = tasks.handoff_event(task, action, reason, retry=retry)
+        payload = {"reason": reason} if reason is not None else None
+        code, key = task.case_code, idempotency_key
+        return self.fire(code, event, actor, payload, key, expected_version=expected_version)
+
+    def read_disclosed(self, case_code: str, actor: Actor) -> DisclosedView:
+        """The fields disclosed to the actor's agency under standing consent, access-logged
+        (:mod:`sop_engine.runtime.disclosed`)."""
+        return disclosed.read_disclosed(self.services, case_code, actor)
+
+    def disclosed_fields(self, case_code: str, agency_id: str) -> DisclosedFields:
+        """The names of the fields an agency may read now (no values, nothing logged)."""
+        return disclosed.held_by(self.services, case_code, agency_id)
 
     def claim_due_timers(
         self,
@@ -191,6 +252,20 @@ class Runtime:
     def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
         with self.db.connect() as conn:
             return verify_timelines(conn, case_code)
+
+    def list_referrals(self, **filters: Any) -> list[ReferralSummary]:
+        """Referrals for auditors, without facts (:mod:`sop_engine.runtime.audit`)."""
+        return audit.list_referrals(self.services, **filters)
+
+    def read_timeline(
+        self, case_code: str, *, after_seq: int | None = None, limit: int = 50
+    ) -> TimelinePage:
+        """A page of a referral's timeline with its chain's verification."""
+        return audit.read_timeline(self.services, case_code, after_seq=after_seq, limit=limit)
+
+    def compliance(self, group_by: str, **filters: Any) -> ComplianceReport:
+        """Deadline compliance (:mod:`sop_engine.runtime.compliance`)."""
+        return compliance.compliance(self.services, group_by, **filters)
 
 
 def _lock_not_available(exc: OperationalError) -> bool:

@@ -1,0 +1,266 @@
+"""Deadline compliance: how many tasks were done in time, per SOP version, agency or country.
+
+The measure is the agencies' tasks (the ``tasks`` table). A state's tasks open when a
+referral enters it, each due at the state's deadline of the same name, else at the state's
+earliest deadline; they close when the referral leaves the state. Counted as of ``now``
+(the runtime's clock), for each group:
+
+- **met**: done (``status = done``) at or before ``due_at``;
+- **missed**: done after ``due_at``, or still open past it; **overdue** is the part of
+  missed still open;
+- **pending**: open and not yet due (``due_at >= now``);
+- **cancelled**: closed by a revoked or declined handoff, or by a withdrawal: no longer
+  asked of anyone, so neither met nor missed;
+- **untimed**: no ``due_at`` (the state has no deadline, or its deadline's timestamp was
+  unknown), neither met nor missed;
+- **escalations**: timeline entries of kind ``escalation`` (a deadline's escalation level
+  fired, :mod:`sop_engine.runtime.deadlines`). By SOP and by the referral's countries, every
+  such entry of the group's referrals; by agency and by agency country, each entry counts
+  once for every group having a task open in the escalated state when it fired (a state with
+  tasks at two agencies escalates both, so these groups may add up to more than the total);
+- **rate** = met / (met + missed), none when both are 0.
+
+``since`` and ``until`` keep tasks due in ``[since, until)`` and escalations fired in it, so
+untimed tasks drop out of a report with either bound.
+
+Groups (``group_by``):
+
+- ``sop``: ``key@version``, since versions change deadlines;
+- ``agency``: the agency the task was assigned to;
+- ``country``: the country where that agency works, as the SOP declares it for the task's
+  agency slot (``country: origin``, ``destination`` or a country code, resolved against the
+  referral). Without a declaration (``any``, or a task outside the SOP's slots such as a
+  withdrawal acknowledgement), the country is known only when the referral stays in one
+  country, and is none (unknown) otherwise: the engine keeps no country per agency;
+- ``origin_country``, ``destination_country``: the referral's.
+
+One SQL statement per measure does the counting, on SQLite as on PostgreSQL; tasks and
+escalations are then merged by group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
+
+from sop_engine.errors import InvalidInput
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.models import Referral, Task, TimelineEntry, table
+from sop_engine.runtime.services import Services
+
+__all__ = ["ESCALATION_KIND", "GROUPINGS", "ComplianceReport", "ComplianceRow", "compliance"]
+
+_R = table(Referral)
+_TK = table(Task)
+_T = table(TimelineEntry)
+
+ESCALATION_KIND = "escalation"
+"""The timeline kind of a fired escalation level (with or without the event it fires)."""
+
+GROUPINGS = ("sop", "agency", "country", "origin_country", "destination_country")
+
+_COUNTS = ("met", "missed", "overdue", "pending", "cancelled", "untimed")
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceRow:
+    group: str | None
+    """``key@version``, an agency id or a country code; None when not known (see above)."""
+    met: int = 0
+    missed: int = 0
+    overdue: int = 0
+    pending: int = 0
+    cancelled: int = 0
+    untimed: int = 0
+    escalations: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        decided = self.met + self.missed
+        return self.met / decided if decided else None
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceReport:
+    group_by: str
+    as_of: datetime
+    since: datetime | None
+    until: datetime | None
+    sop: str | None
+    rows: list[ComplianceRow]
+
+
+def compliance(
+    services: Services,
+    group_by: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sop: str | None = None,
+) -> ComplianceReport:
+    """Deadline compliance as of the runtime clock's now (see the module docstring).
+
+    ``sop`` keeps one SOP's referrals (every version; ``group_by="sop"`` splits them).
+    """
+    if group_by not in GROUPINGS:
+        raise InvalidInput(f"group_by must be one of {', '.join(GROUPINGS)}", field="group_by")
+    now = services.clock.now()
+    with services.db.connect() as conn:
+        window: dict[str, Any] = {"since": since, "until": until, "sop": sop}
+        tasks = conn.execute(_task_counts(services.library, group_by, now, **window))
+        escalations = conn.execute(_escalation_counts(services.library, group_by, **window))
+        merged: dict[str | None, dict[str, int]] = {}
+        for r in tasks:
+            merged[_label(group_by, r)] = {name: int(getattr(r, name) or 0) for name in _COUNTS}
+        for r in escalations:
+            merged.setdefault(_label(group_by, r), {})["escalations"] = int(r.escalations)
+    rows = [ComplianceRow(group, **counts) for group, counts in merged.items()]
+    rows.sort(key=lambda row: (row.group is None, row.group or ""))
+    return ComplianceReport(group_by, now, since, until, sop, rows)
+
+
+def _group_columns(library: SopLibrary, group_by: str) -> list[ColumnElement[Any]]:
+    """The columns naming a task's group, labelled ``g0``, ``g1``."""
+    columns: list[ColumnElement[Any]]
+    if group_by == "sop":
+        columns = [_R.c.sop_key, _R.c.sop_version]
+    elif group_by == "agency":
+        columns = [_TK.c.agency_id]
+    elif group_by == "country":
+        columns = [_agency_country(library)]
+    else:
+        columns = [_R.c[group_by]]
+    return [c.label(f"g{i}") for i, c in enumerate(columns)]
+
+
+def _agency_country(library: SopLibrary) -> ColumnElement[Any]:
+    """The country of a task's agency, from its SOP's declaration of the task's agency slot."""
+    one_country = case(
+        (_R.c.origin_country == _R.c.destination_country, _R.c.origin_country), else_=null()
+    )
+    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
+    for sop in library:
+        for slot in sop.spec.agencies.values():
+            if slot.country == "any":
+                continue
+            country: ColumnElement[Any]
+            if slot.country == "origin":
+                country = _R.c.origin_country
+            elif slot.country == "destination":
+                country = _R.c.destination_country
+            else:
+                country = literal(slot.country, String)
+            when = and_(
+                _R.c.sop_key == sop.key,
+                _R.c.sop_version == sop.version,
+                _TK.c.agency_slot == slot.name,
+            )
+            whens.append((when, country))
+    return case(*whens, else_=one_country) if whens else one_country
+
+
+def _sop_filter(sop: str | None) -> list[ColumnElement[bool]]:
+    return [_R.c.sop_key == sop] if sop is not None else []
+
+
+def _task_counts(
+    library: SopLibrary,
+    group_by: str,
+    now: datetime,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    sop: str | None,
+) -> Select[Any]:
+    status, due, closed = _TK.c.status, _TK.c.due_at, _TK.c.closed_at
+    timed = and_(due.is_not(None), status != "cancelled")
+    flags: dict[str, ColumnElement[bool]] = {
+        "met": and_(timed, status == "done", closed <= due),
+        "missed": and_(
+            timed, or_(and_(status == "done", closed > due), and_(status == "open", due < now))
+        ),
+        "overdue": and_(timed, status == "open", due < now),
+        "pending": and_(timed, status == "open", due >= now),
+        "cancelled": status == "cancelled",
+        "untimed": and_(due.is_(None), status != "cancelled"),
+    }
+    where = _sop_filter(sop)
+    if since is not None:
+        where.append(due >= since)
+    if until is not None:
+        where.append(due < until)
+    # Grouped in an outer query by label: PostgreSQL would not match a GROUP BY expression
+    # holding bound parameters (the agency country's CASE) with the same one in SELECT.
+    inner = (
+        select(
+            *_group_columns(library, group_by),
+            *(case((flag, 1), else_=0).label(name) for name, flag in flags.items()),
+        )
+        .select_from(_TK.join(_R, _R.c.id == _TK.c.referral_id))
+        .where(*where)
+        .subquery()
+    )
+    keys = _keys(inner, group_by)
+    return select(*keys, *(func.sum(inner.c[name]).label(name) for name in _COUNTS)).group_by(*keys)
+
+
+def _escalation_counts(
+    library: SopLibrary,
+    group_by: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    sop: str | None,
+) -> Select[Any]:
+    where = [_T.c.kind == ESCALATION_KIND, *_sop_filter(sop)]
+    if since is not None:
+        where.append(_T.c.at >= since)
+    if until is not None:
+        where.append(_T.c.at < until)
+    source = _T.join(_R, _R.c.id == _T.c.referral_id)
+    if group_by in ("agency", "country"):
+        # The tasks open in the escalated state when the level fired: an escalation that
+        # fires an event closes them at that same instant.
+        source = source.join(
+            _TK,
+            and_(
+                _TK.c.referral_id == _T.c.referral_id,
+                _TK.c.state == _T.c.from_state,
+                _TK.c.created_at <= _T.c.at,
+                or_(_TK.c.closed_at.is_(None), _TK.c.closed_at >= _T.c.at),
+            ),
+        )
+    inner = (
+        select(*_group_columns(library, group_by), _T.c.id.label("entry_id"))
+        .select_from(source)
+        .where(*where)
+        .subquery()
+    )
+    keys = _keys(inner, group_by)
+    counted = func.count(inner.c.entry_id.distinct()).label("escalations")
+    return select(*keys, counted).group_by(*keys)
+
+
+def _keys(inner: Any, group_by: str) -> Sequence[ColumnElement[Any]]:
+    return [inner.c.g0, inner.c.g1] if group_by == "sop" else [inner.c.g0]
+
+
+def _label(group_by: str, row: Any) -> str | None:
+    if group_by == "sop":
+        return f"{row.g0}@{row.g1}"
+    return None if row.g0 is None else str(row.g0)

@@ -1,0 +1,260 @@
+"""What a receiving agency may read of a referral: exactly the fields disclosed to it, while
+the basis of each disclosure still stands.
+
+A disclosure (a row of ``disclosures``: the agency, the fields, a consent grant or an
+override) stays readable while
+
+- its grant is neither withdrawn nor expired, or
+- it was made under an override (no grant to withdraw: life at risk, a mandated report).
+
+The fields an agency may read are the union of those of its readable disclosures; fields
+only ever disclosed under a withdrawn or expired grant are *withheld*. Identifying fields
+are decrypted with the case key; once the case is erased (its key deleted) they are withheld
+too, whatever the basis. Every read, and every refused attempt, is written to the access log
+in the same transaction that decides it (see :mod:`sop_engine.runtime.access_log`).
+
+Refusals:
+
+- an agency that takes no part in the referral, or a case code that does not exist:
+  :class:`~sop_engine.errors.NotFound` with the same message, so existence does not leak;
+- an agency that takes part but was disclosed nothing: ``NotFound``;
+- an agency whose every disclosure lost its grant (withdrawn or expired):
+  :class:`DisclosureWithdrawn`, a :class:`~sop_engine.errors.ConsentMissing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from sop_engine.crypto import open_sealed, unwrap_case_key
+from sop_engine.errors import ConsentMissing, NotFound
+from sop_engine.language.spec import BUILTIN_FIELDS, SopSpec
+from sop_engine.persistence.models import (
+    CaseKey,
+    ConsentGrant,
+    ConsentWithdrawal,
+    Disclosure,
+    table,
+)
+from sop_engine.runtime.access_log import record_access
+from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.change import SELECT_BY_CASE_CODE
+from sop_engine.runtime.services import Services
+
+__all__ = [
+    "READ_ACTION",
+    "DisclosedFields",
+    "DisclosedView",
+    "DisclosureBasis",
+    "DisclosureWithdrawn",
+    "disclosed_fields",
+    "held_by",
+    "is_identifying",
+    "read_disclosed",
+    "takes_part",
+]
+
+READ_ACTION = "disclosed.read"
+"""The access log's action for a consent-scoped read."""
+
+_D = table(Disclosure)
+_G = table(ConsentGrant)
+_W = table(ConsentWithdrawal)
+_K = table(CaseKey)
+
+
+class DisclosureWithdrawn(ConsentMissing):
+    """Everything disclosed to the agency was disclosed under consent since withdrawn (or
+    expired): it may no longer be read. ``fields`` names (never values) what was withheld."""
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        self.fields = tuple(fields)
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureBasis:
+    """One disclosure to the agency and whether it may still be read."""
+
+    at: datetime
+    fields: tuple[str, ...]
+    grant_id: str | None
+    override: bool
+    readable: bool
+    lapsed: str | None = None
+    """Why it may no longer be read: ``withdrawn`` or ``expired``; None while readable."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosedFields:
+    """The disclosures to one agency, and the field names it may and may not read."""
+
+    disclosures: tuple[DisclosureBasis, ...]
+    readable: frozenset[str]
+    withheld: frozenset[str]
+    """Fields disclosed only under grants since withdrawn or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosedView:
+    """The answer to a consent-scoped read: field name -> value, disclosed fields only."""
+
+    case_code: str
+    sop_key: str
+    sop_version: int
+    state: str
+    erased: bool
+    fields: Mapping[str, Any]
+    withheld: tuple[str, ...]
+    """Names of fields disclosed to the agency that it may no longer read (withdrawn or
+    expired consent, or identifying data of an erased case)."""
+    disclosures: tuple[DisclosureBasis, ...]
+
+
+def takes_part(ref: Row[Any], agency_id: str | None) -> bool:
+    """Whether the agency manages the referral or fills one of its agency slots."""
+    if agency_id is None:
+        return False
+    return agency_id == ref.owner_agency_id or agency_id in (ref.agencies or {}).values()
+
+
+def is_identifying(spec: SopSpec, name: str) -> bool:
+    """Whether a field is sealed with the case key (its own mark or its data category's)."""
+    if name in BUILTIN_FIELDS:
+        return False
+    fact = spec.facts.get(name)
+    if fact is None:
+        return True  # unknown to this SOP: treat as the most protected kind
+    category = spec.data_categories.get(fact.category or "")
+    return fact.identifying or (category is not None and category.identifying)
+
+
+def disclosed_fields(
+    conn: Connection, referral_id: str, agency_id: str, now: datetime
+) -> DisclosedFields:
+    """The disclosures of a referral to ``agency_id``, oldest first, each judged readable or
+    not at ``now`` (see the module docstring)."""
+    rows = conn.execute(
+        select(
+            _D.c.at,
+            _D.c.fields,
+            _D.c.grant_id,
+            _D.c.override,
+            _G.c.expires_at,
+            _W.c.withdrawn_at,
+        )
+        .select_from(
+            _D.outerjoin(_G, _G.c.id == _D.c.grant_id).outerjoin(_W, _W.c.grant_id == _D.c.grant_id)
+        )
+        .where(_D.c.referral_id == referral_id, _D.c.agency_id == agency_id)
+        .order_by(_D.c.id)
+    ).all()
+    bases = []
+    for r in rows:
+        lapsed = None
+        if not r.override:
+            if r.grant_id is None or r.withdrawn_at is not None:
+                lapsed = "withdrawn"
+            elif r.expires_at is not None and r.expires_at <= now:
+                lapsed = "expired"
+        fields = tuple(r.fields or ())
+        bases.append(
+            DisclosureBasis(r.at, fields, r.grant_id, bool(r.override), lapsed is None, lapsed)
+        )
+    readable = frozenset(f for b in bases if b.readable for f in b.fields)
+    withheld = frozenset(f for b in bases if not b.readable for f in b.fields) - readable
+    return DisclosedFields(tuple(bases), readable, withheld)
+
+
+def held_by(services: Services, case_code: str, agency_id: str) -> DisclosedFields:
+    """:func:`disclosed_fields` by case code, now; NotFound for an unknown code."""
+    with services.db.connect() as conn:
+        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
+        if ref is None:
+            raise NotFound(f"no referral {case_code}")
+        return disclosed_fields(conn, ref.id, agency_id, services.clock.now())
+
+
+def read_disclosed(services: Services, case_code: str, actor: Actor) -> DisclosedView:
+    """The fields of ``case_code`` disclosed to the actor's agency, identifying ones
+    decrypted, in one transaction with the access log row; refusals are logged too (see the
+    module docstring)."""
+    now = services.clock.now()
+    refusal: NotFound | DisclosureWithdrawn | None = None
+    with services.db.begin() as conn:
+        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
+        referral_id = ref.id if ref is not None else None
+        try:
+            view = _read(conn, services, ref, case_code=case_code, actor=actor, now=now)
+        except (NotFound, DisclosureWithdrawn) as exc:
+            refusal = exc
+            fields = exc.fields if isinstance(exc, DisclosureWithdrawn) else ()
+            record_access(conn, now, actor, READ_ACTION, referral_id=referral_id, fields=fields,
+                          outcome="refused")  # fmt: skip
+        else:
+            record_access(conn, now, actor, READ_ACTION, referral_id=referral_id,
+                          fields=list(view.fields))  # fmt: skip
+    if refusal is not None:
+        raise refusal
+    return view
+
+
+def _read(
+    conn: Connection,
+    services: Services,
+    ref: Row[Any] | None,
+    *,
+    case_code: str,
+    actor: Actor,
+    now: datetime,
+) -> DisclosedView:
+    if ref is None or actor.agency_id is None or not takes_part(ref, actor.agency_id):
+        raise NotFound(f"no referral {case_code}")
+    held = disclosed_fields(conn, ref.id, actor.agency_id, now)
+    if not held.disclosures:
+        raise NotFound(f"nothing of referral {case_code} was disclosed to your agency")
+    if not held.readable:
+        lapsed = " or ".join(sorted({b.lapsed for b in held.disclosures if b.lapsed}))
+        raise DisclosureWithdrawn(
+            f"the consent under which referral {case_code} was disclosed to your agency was "
+            f"{lapsed}: its data may no longer be read",
+            fields=sorted(held.withheld),
+        )
+    spec = services.sop(ref.sop_key, ref.sop_version).spec
+    erased = ref.erased_at is not None
+    shown = sorted(f for f in held.readable if not (erased and is_identifying(spec, f)))
+    secret = [f for f in shown if is_identifying(spec, f)]
+    identifying = _open_identifying(conn, services, ref) if secret else {}
+    grants = [b.grant_id for b in held.disclosures if b.readable and b.grant_id]
+    builtin = {"case_code": ref.case_code, "consent_reference": grants[-1] if grants else None}
+    plain = dict(ref.facts or {})
+    values = {
+        f: builtin[f] if f in BUILTIN_FIELDS else (identifying if f in secret else plain).get(f)
+        for f in shown
+    }
+    return DisclosedView(
+        case_code=ref.case_code,
+        sop_key=ref.sop_key,
+        sop_version=ref.sop_version,
+        state=ref.state,
+        erased=erased,
+        fields=values,
+        withheld=tuple(sorted(held.withheld | (held.readable - set(shown)))),
+        disclosures=held.disclosures,
+    )
+
+
+def _open_identifying(conn: Connection, services: Services, ref: Row[Any]) -> dict[str, Any]:
+    """The referral's identifying facts, decrypted (as ``read_referral(...,
+    reveal_identifying=True)`` does), in the caller's transaction; empty once erased."""
+    key = conn.execute(select(_K).where(_K.c.referral_id == ref.id)).first()
+    if key is None or not ref.sealed:
+        return {}
+    case_key = unwrap_case_key(services.keyring, key.master_key_id, key.wrapped_key)
+    opened: dict[str, Any] = open_sealed(case_key, ref.sealed, associated_data=ref.id.encode())
+    return opened

@@ -1,0 +1,81 @@
+"""Migration 0005 (published SOPs, their idempotency keys, managed directory entries) goes up
+and down and up again, on SQLite and PostgreSQL, leaving the tables before it untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, func, inspect, select
+
+from sop_engine.persistence.db import make_engine
+from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
+from sop_engine.persistence.models import SopSource, User
+
+NEW_TABLES = {"sop_sources", "publishing_requests", "managed_agencies"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.connect() as connection:
+        command.downgrade(alembic_config(connection), revision)
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def test_0005_goes_up_down_and_up_again(empty_engine: Engine) -> None:
+    now = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
+    upgrade(empty_engine, "0004")
+    assert not NEW_TABLES & tables(empty_engine)
+    with empty_engine.begin() as conn:
+        conn.execute(
+            User.__table__.insert().values(
+                id="u-1", username="coord", role="coordinator", token_hash="0" * 64, created_at=now
+            )
+        )
+
+    upgrade(empty_engine, "0005")
+    assert current_revision(empty_engine) == "0005"
+    assert tables(empty_engine) >= NEW_TABLES
+    with empty_engine.begin() as conn:
+        conn.execute(
+            SopSource.__table__.insert().values(
+                key="example.corridor",
+                version=2,
+                title="t",
+                source="key: example.corridor\n",
+                sha256="0" * 64,
+                status="draft",
+                uploaded_by="u-1",
+                uploaded_at=now,
+            )
+        )
+    indexes = {i["name"] for i in inspect(empty_engine).get_indexes("sop_sources")}
+    assert "ix_sop_sources_status" in indexes
+
+    downgrade(empty_engine, "0004")
+    assert current_revision(empty_engine) == "0004"
+    assert not NEW_TABLES & tables(empty_engine)
+    with empty_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(User)).scalar_one() == 1
+
+    upgrade(empty_engine)
+    assert tables(empty_engine) >= NEW_TABLES
+    with empty_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(SopSource)).scalar_one() == 0
