@@ -19,7 +19,15 @@ from sqlalchemy.exc import IntegrityError
 from sop_engine.errors import InvalidInput
 from sop_engine.persistence.models import User, table
 
-__all__ = ["ROLES", "NewUser", "Principal", "create_user", "find_by_token", "hash_token"]
+__all__ = [
+    "ROLES",
+    "NewUser",
+    "Principal",
+    "create_user",
+    "find_by_id",
+    "find_by_token",
+    "hash_token",
+]
 
 _U = table(User)
 
@@ -87,6 +95,17 @@ def create_user(
     except IntegrityError:
         raise InvalidInput(f"the username {username!r} is taken", field="username") from None
     return NewUser(principal, token)
+
+
+def find_by_id(db: Engine, user_id: str) -> Principal | None:
+    """The enabled user with this id, or None."""
+    with db.connect() as conn:
+        row = conn.execute(
+            select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id).where(
+                _U.c.id == user_id, _U.c.disabled_at.is_(None)
+            )
+        ).first()
+    return Principal(row.id, row.username, row.role, row.agency_id) if row else None
 
 
 def find_by_token(db: Engine, token: str) -> Principal | None:

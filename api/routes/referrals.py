@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Header, Response, status
 from api.deps import Authorized, RuntimeDep, actor_of
 from api.openapi import error_responses
 from api.schemas.referrals import FireRequest, FireResultPublic, ReferralCreate, ReferralPublic
-from api.users import Principal
+from api.users import Principal, find_by_id
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
@@ -91,6 +91,19 @@ def read_referral(
     return public
 
 
+def _check_signer(runtime: Runtime, user: Principal, signer_id: str, role: str) -> None:
+    """An override's sign-off names a user of the API (her id: never a name, which would
+    then sit on the timeline), enabled, in the role the SOP asks for, at the caller's
+    agency. The engine checks the rest (the role the SOP names, not the caller herself)."""
+    signer = find_by_id(runtime.db, signer_id)
+    if signer is None or signer.role != role or signer.agency_id != user.agency_id:
+        raise InvalidInput(
+            "override.signed_off_by must be the user id of someone of your agency "
+            "in the role the SOP names for the sign-off (signed_off_role)",
+            field="override.signed_off_by",
+        )
+
+
 @router.post("/{case_code}/events/{event}")
 def fire_event(
     *,
@@ -107,6 +120,8 @@ def fire_event(
     refuses the event with 409 if the referral changed meanwhile."""
     expected = _expected_version(if_match)
     _visible(runtime, case_code, user)
+    if body is not None and body.override is not None:
+        _check_signer(runtime, user, body.override.signed_off_by, body.override.signed_off_role)
     result = runtime.fire(
         case_code,
         event,
