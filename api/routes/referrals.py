@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Response, status
+from fastapi import APIRouter, Body, Header, Request, Response, status
 
-from api.deps import Authorized, RuntimeDep, actor_of
+from api.deps import Authorized, RuntimeDep, actor_of, managed_directory
 from api.openapi import error_responses
 from api.schemas.referrals import FireRequest, FireResultPublic, ReferralCreate, ReferralPublic
 from api.users import Principal, find_by_id
@@ -107,6 +107,7 @@ def _check_signer(runtime: Runtime, user: Principal, signer_id: str, role: str) 
 @router.post("/{case_code}/events/{event}")
 def fire_event(
     *,
+    request: Request,
     runtime: RuntimeDep,
     user: Authorized,
     case_code: str,
@@ -122,6 +123,13 @@ def fire_event(
     _visible(runtime, case_code, user)
     if body is not None and body.override is not None:
         _check_signer(runtime, user, body.override.signed_off_by, body.override.signed_off_role)
+    if body is not None and body.recipient_agency_id is not None:
+        directory = managed_directory(request, runtime)
+        if directory.accepts_new_cases(body.recipient_agency_id) is False:
+            raise InvalidInput(
+                "the directory says this agency takes no new cases; choose another",
+                field="recipient_agency_id",
+            )
     result = runtime.fire(
         case_code,
         event,

@@ -218,6 +218,18 @@ class ManagedDirectory:
         except NotFound:
             return ()
 
+    def accepts_new_cases(self, agency_id: str) -> bool | None:
+        """Whether the agency takes new referrals (its managed entry's word, else its file
+        entry's); None for an agency the directory does not list."""
+        with self.db.connect() as conn:
+            entry = conn.execute(select(_M.c.entry).where(_M.c.id == agency_id)).scalar()
+        if entry is not None:
+            return bool(entry.get("accepts_new_cases", True))
+        try:
+            return self.base.agency(agency_id).accepts_new_cases
+        except NotFound:
+            return None
+
     def snapshot(self, today: date) -> DirectorySnapshot:
         """The directory now.
 

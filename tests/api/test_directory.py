@@ -21,7 +21,8 @@ from sop_engine.directory.managed import load_managed_directory
 from sop_engine.persistence.models import ManagedAgency
 from sop_engine.runtime.engine import Runtime
 
-from .conftest import SOPS, Users
+from .conftest import SOPS, Users, referral_body
+from .journey import grant, to_action_plan
 
 DIRECTORY = SOPS / "directory"
 
@@ -409,3 +410,27 @@ def test_the_directory_gives_api_users_their_agencys_types(
         assert r.status_code == 403
         assert r.json()["error"] == "role_not_allowed"
         assert "type health" in r.json()["message"]
+
+
+@pytest.mark.parametrize("accepting", [False, True])
+def test_a_referral_is_not_sent_to_an_agency_that_takes_no_new_cases(
+    client: TestClient, users: Users, runtime: Runtime, accepting: bool
+) -> None:
+    entry = new_agency(agency_types=["government_social_welfare"], accepts_new_cases=accepting)
+    assert put(client, users, NEW_ID, entry).status_code == 201
+    code = client.post("/referrals", json=referral_body(), headers=users.auth("caseworker")).json()[
+        "case_code"
+    ]
+    to_action_plan(client, users, code)
+    grant(client, users, code, "cross_border_return")
+    r = client.post(
+        f"/referrals/{code}/events/refer_for_return",
+        json={"recipient_agency_id": NEW_ID},
+        headers=users.auth("caseworker"),
+    )
+    if accepting:
+        assert r.status_code == 200, r.text
+    else:
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == "recipient_agency_id"
+        assert runtime.read_referral(code).state == "action_plan"
