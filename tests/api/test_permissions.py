@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.permissions import PERMISSIONS, PUBLIC, allowed
+from api.users import ROLES
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import Users
@@ -150,3 +151,43 @@ def test_health_needs_no_token(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok"}
+
+
+ROLE_USERS = {
+    "coordinator": "coordinator",
+    "auditor": "auditor",
+    "caseworker": "caseworker",
+    "supervisor": "supervisor",
+    "agency_focal_point": "focal_point",
+}
+PARAMETERS = {
+    "task_id": "00000000-0000-0000-0000-000000000000",
+    "grant_id": "00000000-0000-0000-0000-000000000000",
+    "notice_id": "00000000-0000-0000-0000-000000000000",
+    "event": "complete_assessment",
+    "key": "example.corridor",
+    "version": "1",
+    "agency_id": "TH-MSDHS",
+}
+
+
+def test_every_route_with_every_role_and_without_a_token(
+    client: TestClient, users: Users, case_code: str
+) -> None:
+    """The whole matrix: a role the table refuses gets 403 ``forbidden`` from every route, a
+    role it admits never does (it may meet the SOP's own refusals, which say so), and no
+    route but ``/health`` answers without a token."""
+    assert set(ROLE_USERS) == set(ROLES)
+    checked = 0
+    for (method, template), admitted in sorted(PERMISSIONS.items()):
+        path = template.format(case_code=case_code, **PARAMETERS)
+        anonymous = client.request(method, path, json={})
+        assert anonymous.status_code == 401, f"{method} {template} answered without a token"
+        for role, who in ROLE_USERS.items():
+            r = client.request(method, path, json={}, headers=users.auth(who))
+            where = f"{method} {template} as {role}: {r.status_code} {r.text[:200]}"
+            assert r.status_code < 500, where
+            refused = r.status_code == 403 and r.json().get("error") == "forbidden"
+            assert refused == (role not in admitted), where
+            checked += 1
+    assert checked == len(PERMISSIONS) * len(ROLES)
