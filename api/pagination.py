@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -17,7 +18,16 @@ from pydantic import BaseModel, Field
 
 from sop_engine.errors import InvalidInput
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Cursor", "Limit", "Page", "decode_cursor", "page_of"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "Cursor",
+    "Limit",
+    "Page",
+    "decode_cursor",
+    "decode_time_key",
+    "page_of",
+]
 
 T = TypeVar("T")
 
@@ -52,6 +62,23 @@ def decode_cursor(cursor: str | None) -> Any:
         return json.loads(raw)
     except (binascii.Error, ValueError):
         raise InvalidInput("not a cursor this API gave out", field="cursor") from None
+
+
+def decode_time_key(cursor: str | None) -> tuple[datetime, str] | None:
+    """The ``(created_at, id)`` key a cursor of a list ordered by creation carries (tasks,
+    notices, referrals), in UTC, or None; 422 (field ``cursor``) for one this API did not
+    give out."""
+    key = decode_cursor(cursor)
+    if key is None:
+        return None
+    if isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key):
+        try:
+            at = datetime.fromisoformat(key[0])
+            if at.tzinfo is not None:
+                return at.astimezone(UTC), key[1]
+        except (ValueError, OverflowError):
+            pass
+    raise InvalidInput("not a cursor this API gave out", field="cursor")
 
 
 def page_of(rows: Sequence[T], limit: int, key: Callable[[T], Any]) -> tuple[list[T], str | None]:

@@ -11,14 +11,22 @@ is being paged.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AfterValidator, AwareDatetime
 
 from api.deps import Authorized, RuntimeDep, actor_of, authorize
 from api.openapi import error_responses
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page_of
+from api.pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    decode_time_key,
+    page_of,
+)
 from api.schemas.audit import (
     AccessLogEntryPublic,
     AuditReferral,
@@ -79,20 +87,6 @@ def _int_cursor(cursor: str | None) -> int | None:
     return key
 
 
-def _referral_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    key: Any = decode_cursor(cursor)
-    if key is None:
-        return None
-    if isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key):
-        try:
-            at = datetime.fromisoformat(key[0])
-            if at.tzinfo is not None:
-                return at.astimezone(UTC), key[1]
-        except (ValueError, OverflowError):
-            pass
-    raise InvalidInput(_BAD_CURSOR, field="cursor")
-
-
 @router.get("/referrals")
 def list_referrals(
     *,
@@ -116,7 +110,7 @@ def list_referrals(
         country=country,
         state=state,
         status=status,
-        after=_referral_cursor(cursor),
+        after=decode_time_key(cursor),
         limit=limit + 1,
     )
     items, next_cursor = page_of(found, limit, lambda r: [r.created_at.isoformat(), r.case_code])

@@ -16,8 +16,7 @@ from pydantic import BaseModel
 
 from api.deps import Authorized, RuntimeDep, actor_of
 from api.openapi import error_responses
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page_of
-from sop_engine.errors import InvalidInput
+from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_time_key, page_of
 from sop_engine.runtime.notices import Notice
 
 __all__ = ["router"]
@@ -60,20 +59,6 @@ def _key(n: Notice) -> list[str]:
     return [n.created_at.isoformat(), n.id]
 
 
-def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    key = decode_cursor(cursor)
-    if key is None:
-        return None
-    try:
-        created_at, notice_id = key
-        at = datetime.fromisoformat(created_at)
-    except (TypeError, ValueError):
-        raise InvalidInput("not a cursor this API gave out", field="cursor") from None
-    if at.tzinfo is None or not isinstance(notice_id, str):
-        raise InvalidInput("not a cursor this API gave out", field="cursor")
-    return (at, notice_id)
-
-
 @router.get("")
 def list_notices(
     *,
@@ -85,7 +70,7 @@ def list_notices(
 ) -> Page[NoticePublic]:
     """The caller's notices, oldest first."""
     rows = runtime.list_notices(
-        actor_of(user), unread_only=unread, after=_after(cursor), limit=limit + 1
+        actor_of(user), unread_only=unread, after=decode_time_key(cursor), limit=limit + 1
     )
     items, next_cursor = page_of(rows, limit, _key)
     return Page[NoticePublic](items=[NoticePublic.of(n) for n in items], next_cursor=next_cursor)

@@ -10,19 +10,17 @@ event through ``fire``: ``Idempotency-Key`` makes a retry return the first resul
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response
 
 from api.deps import Authorized, RuntimeDep, actor_of
 from api.openapi import error_responses
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page_of
+from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_time_key, page_of
 from api.routes.referrals import _expected_version
 from api.schemas.referrals import FireResultPublic
 from api.schemas.tasks import DeclineRequest, TaskPublic, TaskStatus
 from api.users import Principal
-from sop_engine.errors import InvalidInput
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.tasks import TaskView
 
@@ -45,20 +43,6 @@ def _task_key(t: TaskView) -> list[str]:
     return [t.created_at.isoformat(), t.id]
 
 
-def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    key = decode_cursor(cursor)
-    if key is None:
-        return None
-    try:
-        created_at, task_id = key
-        at = datetime.fromisoformat(created_at)
-    except (TypeError, ValueError):
-        raise InvalidInput("not a cursor this API gave out", field="cursor") from None
-    if at.tzinfo is None or not isinstance(task_id, str):
-        raise InvalidInput("not a cursor this API gave out", field="cursor")
-    return (at, task_id)
-
-
 @router.get("")
 def list_tasks(
     *,
@@ -73,7 +57,7 @@ def list_tasks(
 ) -> Page[TaskPublic]:
     """The tasks assigned to the caller's agency, oldest first: each with its case code,
     SOP, state, due time and the events the caller may fire on it now."""
-    after = _after(cursor)
+    after = decode_time_key(cursor)
     rows = runtime.list_tasks(
         actor_of(user),
         status=None if status == "any" else status,
