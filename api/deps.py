@@ -31,7 +31,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -63,15 +63,19 @@ def get_current_user(
     token = credentials.credentials
     if auth.oidc is not None and is_jwt(token):
         try:
-            return auth.oidc.verify(token)
+            principal = auth.oidc.verify(token)
         except InvalidToken as exc:
             raise _invalid_token(str(exc)) from None
         except ProviderUnavailable as exc:
             headers = {"Retry-After": "30"}
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
+        if principal.agency_id is None:
+            return principal
+        types = managed_directory(request, runtime).agency_types(principal.agency_id)
+        return replace(principal, agency_types=types)
     if not auth.local_tokens:
         raise _invalid_token("only the identity provider's tokens are accepted")
-    user = find_by_token(runtime.db, token)
+    user = find_by_token(runtime.db, token, request.app.state.directory)
     if user is None:
         raise _invalid_token("the bearer token is unknown or disabled")
     return user
@@ -91,15 +95,13 @@ def managed_directory(request: Request, runtime: RuntimeDep) -> ManagedDirectory
     return managed
 
 
-def authorize(request: Request, runtime: RuntimeDep, user: CurrentUser) -> Principal:
-    """403 unless the permission table lets the user's role call this route."""
+async def authorize(request: Request, user: CurrentUser) -> Principal:
+    """403 unless the permission table lets the user's role call this route. (``async``: it
+    does no I/O, and a plain function would cost a trip to the thread pool per request.)"""
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     if path is None or not allowed(request.method, path, user.role):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "your role may not use this route")
-    if user.agency_id is not None and not user.agency_types:
-        directory = managed_directory(request, runtime)
-        user = replace(user, agency_types=directory.agency_types(user.agency_id))
     return user
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from sop_engine.errors import InvalidInput
-from sop_engine.persistence.models import User, table
+from sop_engine.directory import ServiceDirectory
+from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.persistence.models import ManagedAgency, User, table
 
 __all__ = [
     "ROLES",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 _U = table(User)
+_M = table(ManagedAgency)
 
 ROLES = ("coordinator", "caseworker", "supervisor", "agency_focal_point", "auditor")
 """The roles a user may hold: the SOPs' own roles, which the API's permission table uses."""
@@ -108,12 +111,28 @@ def find_by_id(db: Engine, user_id: str) -> Principal | None:
     return Principal(row.id, row.username, row.role, row.agency_id) if row else None
 
 
-def find_by_token(db: Engine, token: str) -> Principal | None:
-    """The enabled user holding ``token``, or None."""
+_BY_TOKEN = (
+    select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id, _M.c.entry)
+    .select_from(_U.outerjoin(_M, _M.c.id == _U.c.agency_id))
+    .where(_U.c.token_hash == bindparam("p_hash"), _U.c.disabled_at.is_(None))
+)
+"""Built once: every request runs it. The agency's managed directory entry comes along, for
+its types (one query, not two)."""
+
+
+def find_by_token(
+    db: Engine, token: str, directory: ServiceDirectory | None = None
+) -> Principal | None:
+    """The enabled user holding ``token``, or None; with her agency's types, from its
+    managed directory entry, else from ``directory`` (the files), else none."""
     with db.connect() as conn:
-        row = conn.execute(
-            select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id).where(
-                _U.c.token_hash == hash_token(token), _U.c.disabled_at.is_(None)
-            )
-        ).first()
-    return Principal(row.id, row.username, row.role, row.agency_id) if row else None
+        row = conn.execute(_BY_TOKEN, {"p_hash": hash_token(token)}).first()
+    if row is None:
+        return None
+    types: tuple[str, ...] = ()
+    if row.entry is not None:
+        types = tuple(str(t) for t in row.entry.get("agency_types") or ())
+    elif row.agency_id is not None and directory is not None:
+        with suppress(NotFound):
+            types = directory.agency(row.agency_id).agency_types
+    return Principal(row.id, row.username, row.role, row.agency_id, types)

@@ -120,7 +120,6 @@ def fire_event(
     """Fire ``event``. ``Idempotency-Key`` makes a retry safe; ``If-Match`` (the version read)
     refuses the event with 409 if the referral changed meanwhile."""
     expected = _expected_version(if_match)
-    _visible(runtime, case_code, user)
     if body is not None and body.override is not None:
         _check_signer(runtime, user, body.override.signed_off_by, body.override.signed_off_role)
     if body is not None and body.recipient_agency_id is not None:
@@ -137,6 +136,7 @@ def fire_event(
         body.payload() if body is not None else None,
         idempotency_key,
         expected_version=expected,
+        hide_from_outsiders=True,
     )
     response.headers["ETag"] = f'"{result.version}"'
     return FireResultPublic.of(result)

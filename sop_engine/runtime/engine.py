@@ -95,6 +95,7 @@ class Runtime:
         idempotency_key: str | None = None,
         *,
         expected_version: int | None = None,
+        hide_from_outsiders: bool = False,
     ) -> FireResult:
         """See :func:`sop_engine.runtime.fire.fire`.
 
@@ -115,6 +116,7 @@ class Runtime:
                     payload,
                     idempotency_key,
                     expected_version=expected_version,
+                    hide_from_outsiders=hide_from_outsiders,
                 )
             except (ConcurrentChange, IntegrityError) as exc:
                 replay = self._replay(actor, idempotency_key)

@@ -198,6 +198,13 @@ def apply_transition(
     return entry
 
 
+def _takes_part(actor: Actor, ref: Any) -> bool:
+    agency = actor.agency_id
+    return agency is not None and (
+        agency == ref.owner_agency_id or agency in (ref.agencies or {}).values()
+    )
+
+
 def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
     services: Services,
     case_code: str,
@@ -207,8 +214,14 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
     idempotency_key: str | None = None,
     *,
     expected_version: int | None = None,
+    hide_from_outsiders: bool = False,
 ) -> FireResult:
     """Fire ``event`` on the referral ``case_code`` as ``actor`` (see the module docstring).
+
+    With ``hide_from_outsiders`` (the API's way), an actor whose agency neither manages the
+    referral nor fills one of its agency slots is answered :class:`NotFound`, exactly as for
+    a case code that does not exist, before anything else is checked: the referral's version
+    or state never leaks to her.
 
     ``payload`` may hold ``facts`` (those the transition ``sets``), ``recipient_agency_id``
     (the agency receiving a disclosure, when not chosen before), ``reason`` (declining a
@@ -230,7 +243,7 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
                     )
                 return FireResult.from_json(seen.result, replayed=True)
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
-        if ref is None:
+        if ref is None or (hide_from_outsiders and not _takes_part(actor, ref)):
             raise NotFound(f"no referral {case_code}")
         if expected_version is not None and ref.version != expected_version:
             raise ConcurrentChange(

@@ -131,6 +131,20 @@ def test_another_agency_is_refused(runtime: Runtime, caseworker: Actor) -> None:
     assert isinstance(RoleNotAllowed("x"), PermissionError)
 
 
+def test_hidden_from_outsiders_the_referral_does_not_exist(
+    runtime: Runtime, caseworker: Actor
+) -> None:
+    """The API's way: another agency's attempt is answered like a case code that does not
+    exist, even with a stale version that would otherwise say the referral's version."""
+    code = new_referral(runtime, caseworker)
+    stranger = Actor("u-x", "caseworker", "KH-NGO-9", ("ngo",))
+    for version in (None, 99):
+        with pytest.raises(NotFound, match=f"no referral {code}"):
+            runtime.fire(code, "record_consent", stranger, expected_version=version,
+                         hide_from_outsiders=True)  # fmt: skip
+    assert runtime.read_referral(code).version == 1
+
+
 @pytest.mark.parametrize(
     ("types", "refused"),
     [(("health",), True), (("health", "ngo"), False), ((), False)],
