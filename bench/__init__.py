@@ -1,10 +1,14 @@
 """Benchmarks of the referral runtime: ``python -m bench [--quick] [--json OUT]``.
 
-Five figures, each against a baseline measured in the same run, and two for information:
+Seven figures, each against a baseline measured in the same run, and two for information:
 
 - ``fire_sqlite`` and ``fire_postgres``: events per second through ``Runtime.fire`` against a
   bare SQLAlchemy Core transaction doing the same writes on the same tables and engine
   (:mod:`bench.throughput`);
+- ``api_fire_sqlite`` and ``api_fire_postgres``: events per second through the API's fire
+  route, served by uvicorn on loopback to several concurrent clients, against a bare FastAPI
+  endpoint calling ``Runtime.fire`` on the same database with the same server settings and
+  clients (:mod:`bench.api_fire`);
 - ``memory_open_referrals``: peak memory allocated while firing events on randomly chosen
   referrals among a few thousand open ones and among ten times as many
   (:mod:`bench.memory`);

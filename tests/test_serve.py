@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,3 +165,35 @@ def test_serve_with_worker_stops_both_and_leaves_no_process(tmp_path: Path) -> N
     assert not _alive(worker_pid)
     text = log.read_text("utf-8")
     assert "worker stopped (exit code 0)" in text
+
+
+WALKTHROUGH = re.compile(r"<!-- walkthrough: [^>]*-->\n```sh\n(.*?)```", re.DOTALL)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's walkthrough uses curl")
+def test_the_readmes_curl_walkthrough_runs_against_serve(tmp_path: Path) -> None:
+    """The README's block, as a newcomer would paste it, against ``sop-engine serve``."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    found = WALKTHROUGH.search(readme)
+    assert found is not None, "the README has lost its walkthrough block"
+    script = found.group(1).replace(".venv/bin/sop-engine", str(SOP_ENGINE))
+    port, log = _free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    env = _environment(tmp_path, API=base)
+    with _serve(env, log, "--port", str(port), "--no-worker") as process:
+        _wait_for(lambda: _healthy(base) or process.poll() is not None, 30, "/health", log)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert _stop(process, log) == 0, _tail(log)
+    out = result.stdout
+    assert '"state":"return_referral.acknowledged"' in out
+    assert '"safe_contact_method":"text_message"' in out  # the disclosed read
+    assert "'ok': True" in out  # the timeline verified
+    assert '"action":"disclosed.read"' in out

@@ -22,13 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = [
     "fire_sqlite",
     "fire_postgres",
+    "api_fire_sqlite",
+    "api_fire_postgres",
     "memory_open_referrals",
     "sweep_sqlite",
     "escalate_sqlite",
     "sweep_postgres",
     "escalate_postgres",
 ]
-MAY_BE_SKIPPED = {"fire_postgres", "sweep_postgres", "escalate_postgres"}
+MAY_BE_SKIPPED = {"fire_postgres", "api_fire_postgres", "sweep_postgres", "escalate_postgres"}
 INFORMATIONAL = {"escalate_sqlite", "escalate_postgres"}
 """Measured without a baseline: ``baseline`` and ``ratio`` are null."""
 
