@@ -47,9 +47,16 @@ def _expected_version(if_match: str | None) -> int | None:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_referral(
-    runtime: RuntimeDep, user: Authorized, body: ReferralCreate, response: Response
+    runtime: RuntimeDep,
+    user: Authorized,
+    body: ReferralCreate,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> ReferralPublic:
+    """Open a referral. ``Idempotency-Key`` makes a retry safe: the same key and request
+    answer the referral the first request created (as it is now), never a second one."""
     view = runtime.create_referral(
+        idempotency_key=idempotency_key,
         sop_key=body.sop_key,
         sop_version=body.sop_version,
         actor=actor_of(user),

@@ -9,6 +9,7 @@ everywhere, backups included once they expire.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -17,23 +18,25 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from sop_engine.clock import utc
 from sop_engine.crypto import new_case_key, open_sealed, seal, unwrap_case_key, wrap_case_key
-from sop_engine.errors import InvalidInput, NotFound
-from sop_engine.persistence.models import CaseKey, Referral, table
+from sop_engine.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from sop_engine.persistence.models import CaseKey, IdempotencyRecord, Referral, table
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.services import Services
-from sop_engine.timeline.chain import GENESIS
+from sop_engine.timeline.chain import GENESIS, canonical_json
 from sop_engine.timeline.entries import EntryDraft
 
 __all__ = ["ReferralView", "create_referral", "erase_referral", "new_case_code", "read_referral"]
 
 _R = table(Referral)
 _K = table(CaseKey)
+_I = table(IdempotencyRecord)
 
 _CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 """Crockford-like: no 0/O, 1/I/L or U, so codes survive being read out on a phone."""
@@ -82,9 +85,86 @@ def create_referral(
     disclosed_at: datetime | None = None,
     facts: Mapping[str, Any] | None = None,
     agencies: Mapping[str, str] | None = None,
+    idempotency_key: str | None = None,
 ) -> ReferralView:
     """Open a referral in the SOP's initial state, in one transaction with its first timeline
-    entry, its case key, and the tasks and timers of the initial state."""
+    entry, its case key, and the tasks and timers of the initial state.
+
+    With ``idempotency_key``, the key is stored in that same transaction: a retry by the same
+    actor with the same key and the same request gets the referral the first one created (as
+    it is now), never a second one; the same key with another request is refused
+    (``IdempotencyKeyReused``).
+    """
+    if idempotency_key is not None:
+        request = {
+            "sop_key": sop_key,
+            "sop_version": sop_version,
+            "origin_country": origin_country,
+            "destination_country": destination_country,
+            "incident_at": incident_at.isoformat() if incident_at else None,
+            "disclosed_at": disclosed_at.isoformat() if disclosed_at else None,
+            "facts": dict(facts or {}),
+            "agencies": dict(agencies or {}),
+        }
+        stored = "referral.create:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+        request_hash = hashlib.sha256(canonical_json(request)).hexdigest()
+        earlier = _created_under(services, actor, stored, request_hash)
+        if earlier is not None:
+            return read_referral(services, earlier, actor=actor)
+        try:
+            return _create(
+                services, sop_key=sop_key, sop_version=sop_version, actor=actor,
+                origin_country=origin_country, destination_country=destination_country,
+                incident_at=incident_at, disclosed_at=disclosed_at, facts=facts,
+                agencies=agencies, key=(stored, request_hash),
+            )  # fmt: skip
+        except IntegrityError:
+            # Another request with the same key won the race: its referral is the answer.
+            earlier = _created_under(services, actor, stored, request_hash)
+            if earlier is None:
+                raise
+            return read_referral(services, earlier, actor=actor)
+    return _create(
+        services, sop_key=sop_key, sop_version=sop_version, actor=actor,
+        origin_country=origin_country, destination_country=destination_country,
+        incident_at=incident_at, disclosed_at=disclosed_at, facts=facts, agencies=agencies,
+        key=None,
+    )  # fmt: skip
+
+
+def _created_under(services: Services, actor: Actor, stored: str, request_hash: str) -> str | None:
+    """The case code a creation under this key made, or None; refuses another request."""
+    with services.db.connect() as conn:
+        seen = conn.execute(
+            select(_I.c.request_hash, _I.c.result).where(
+                _I.c.actor_id == actor.id, _I.c.key == stored
+            )
+        ).first()
+    if seen is None:
+        return None
+    if seen.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this idempotency key was already used for a different request",
+            field="Idempotency-Key",
+        )
+    code: str = seen.result["case_code"]
+    return code
+
+
+def _create(
+    services: Services,
+    *,
+    sop_key: str,
+    sop_version: int | None,
+    actor: Actor,
+    origin_country: str,
+    destination_country: str,
+    incident_at: datetime | None,
+    disclosed_at: datetime | None,
+    facts: Mapping[str, Any] | None,
+    agencies: Mapping[str, str] | None,
+    key: tuple[str, str] | None,
+) -> ReferralView:
     sop = services.library.get(sop_key, sop_version)
     spec = sop.spec
     if actor.agency_id is None:
@@ -164,6 +244,17 @@ def create_referral(
         )
         change.enter(spec.initial_state)
         change.write(bump=False)
+        if key is not None:
+            conn.execute(
+                _I.insert().values(
+                    actor_id=actor.id,
+                    key=key[0],
+                    referral_id=referral_id,
+                    request_hash=key[1],
+                    result={"case_code": row["case_code"]},
+                    created_at=now,
+                )
+            )
     return read_referral(services, str(row["case_code"]), actor=actor)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from sop_engine.persistence.models import Referral, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -148,3 +150,22 @@ def test_an_unknown_payload_field_is_422(client: TestClient, users: Users, case_
     )
     assert r.status_code == 422
     assert r.json()["field"] == "fact"
+
+
+def test_a_retried_creation_with_its_idempotency_key_makes_one_referral(
+    client: TestClient, users: Users, runtime: Runtime
+) -> None:
+    headers = {**users.auth("caseworker"), "Idempotency-Key": "create-1"}
+    first = client.post("/referrals", json=referral_body(), headers=headers)
+    again = client.post("/referrals", json=referral_body(), headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["case_code"] == again.json()["case_code"]
+    other = client.post("/referrals", json=referral_body(destination_country="KH"),
+                        headers=headers)  # fmt: skip
+    assert other.status_code == 422
+    assert other.json()["field"] == "Idempotency-Key"
+    with runtime.db.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(table(Referral))).scalar_one()
+    assert count == 1
+    fresh = client.post("/referrals", json=referral_body(), headers=users.auth("caseworker"))
+    assert fresh.json()["case_code"] != first.json()["case_code"]
