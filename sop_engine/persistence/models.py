@@ -3,7 +3,10 @@ survivor in clear: identifying facts live only in ``referrals.sealed``, encrypte
 case's own key (``case_keys``), so that deleting that one key row erases them everywhere.
 
 All timestamps are timezone-aware UTC (:class:`UtcDateTime`), on SQLite as on PostgreSQL.
-Only :mod:`sop_engine.runtime` writes these tables, through ``fire`` and its siblings.
+The referral tables are written only by :mod:`sop_engine.runtime`, through ``fire`` and its
+siblings; ``users`` by :mod:`api.users`, the published SOPs by :mod:`sop_engine.publishing`,
+``managed_agencies`` by :mod:`sop_engine.directory.managed`, ``inbox_messages`` by the
+notifications' in-app channel.
 """
 
 from __future__ import annotations
