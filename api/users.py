@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +17,8 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from sop_engine.directory import ServiceDirectory
-from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.directory.managed import types_of
+from sop_engine.errors import InvalidInput
 from sop_engine.persistence.models import ManagedAgency, User, table
 
 __all__ = [
@@ -129,10 +129,5 @@ def find_by_token(
         row = conn.execute(_BY_TOKEN, {"p_hash": hash_token(token)}).first()
     if row is None:
         return None
-    types: tuple[str, ...] = ()
-    if row.entry is not None:
-        types = tuple(str(t) for t in row.entry.get("agency_types") or ())
-    elif row.agency_id is not None and directory is not None:
-        with suppress(NotFound):
-            types = directory.agency(row.agency_id).agency_types
+    types = types_of(row.agency_id, row.entry, directory) if row.agency_id is not None else ()
     return Principal(row.id, row.username, row.role, row.agency_id, types)

@@ -45,6 +45,7 @@ __all__ = [
     "ManagedEntry",
     "check_entry",
     "load_managed_directory",
+    "types_of",
 ]
 
 _M = table(ManagedAgency)
@@ -191,6 +192,21 @@ def _entry(row: Any) -> ManagedEntry:
     )
 
 
+def types_of(
+    agency_id: str, entry: Mapping[str, Any] | None, base: ServiceDirectory | None
+) -> tuple[str, ...]:
+    """An agency's types: its managed ``entry``'s, else its entry in the files of ``base``,
+    else none (an agency the directory does not list)."""
+    if entry is not None:
+        return tuple(str(t) for t in entry.get("agency_types") or ())
+    if base is None:
+        return ()
+    try:
+        return base.agency(agency_id).agency_types
+    except NotFound:
+        return ()
+
+
 class ManagedDirectory:
     """The YAML directory ``base`` with the managed entries of ``db`` over it, as they are
     now: each :meth:`snapshot` reads the rows again (and rebuilds only when they changed),
@@ -206,23 +222,20 @@ class ManagedDirectory:
         with self.db.connect() as conn:
             return [_entry(row) for row in conn.execute(select(_M).order_by(_M.c.id))]
 
-    def agency_types(self, agency_id: str) -> tuple[str, ...]:
-        """The types of one agency (its managed entry's, else its file entry's); empty for
-        an agency the directory does not list. One query by primary key, no rebuild."""
+    def _stored_entry(self, agency_id: str) -> Mapping[str, Any] | None:
+        """One agency's managed entry, or None: one query by primary key, no rebuild."""
         with self.db.connect() as conn:
             entry = conn.execute(select(_M.c.entry).where(_M.c.id == agency_id)).scalar()
-        if entry is not None:
-            return tuple(str(t) for t in entry.get("agency_types") or ())
-        try:
-            return self.base.agency(agency_id).agency_types
-        except NotFound:
-            return ()
+        return dict(entry) if entry is not None else None
+
+    def agency_types(self, agency_id: str) -> tuple[str, ...]:
+        """The types of one agency (see :func:`types_of`)."""
+        return types_of(agency_id, self._stored_entry(agency_id), self.base)
 
     def accepts_new_cases(self, agency_id: str) -> bool | None:
         """Whether the agency takes new referrals (its managed entry's word, else its file
         entry's); None for an agency the directory does not list."""
-        with self.db.connect() as conn:
-            entry = conn.execute(select(_M.c.entry).where(_M.c.id == agency_id)).scalar()
+        entry = self._stored_entry(agency_id)
         if entry is not None:
             return bool(entry.get("accepts_new_cases", True))
         try:
