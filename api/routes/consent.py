@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Path, status
 
 from api.deps import Authorized, RuntimeDep, actor_of
 from api.openapi import error_responses
-from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page_of
+from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_time_key, page_of
 from api.routes.referrals import _visible
 from api.schemas.consent import (
     AcknowledgementPublic,
@@ -28,7 +28,7 @@ from api.schemas.consent import (
     WithdrawalPublic,
 )
 from api.users import Principal
-from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.errors import NotFound
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.idempotency import run_once
 from sop_engine.runtime.ledger import GrantRecord
@@ -115,17 +115,6 @@ def _grant_key(g: GrantRecord) -> tuple[datetime, str]:
     return (g.granted_at, g.id)
 
 
-def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    key = decode_cursor(cursor)
-    if key is None:
-        return None
-    try:
-        granted_at, grant_id = key
-        return (datetime.fromisoformat(granted_at), str(grant_id))
-    except (TypeError, ValueError):
-        raise InvalidInput("not a cursor this API gave out", field="cursor") from None
-
-
 @router.get("/{case_code}/consents")
 def list_consents(
     *,
@@ -136,7 +125,7 @@ def list_consents(
     cursor: Cursor = None,
 ) -> Page[ConsentGrantPublic]:
     """The referral's consent grants, oldest first, with their status now."""
-    after = _after(cursor)
+    after = decode_time_key(cursor)
     _managed(runtime, case_code, user, "consent.read")
     grants = sorted(runtime.list_grants(case_code), key=_grant_key)
     if after is not None:
