@@ -41,7 +41,8 @@ import httpx
 import jwt
 from jwt import PyJWK, PyJWKClient
 
-from api.users import AGENCY_ROLES, ROLES, Principal
+from api.roles import AGENCY_ROLES, ROLES
+from api.users import Principal
 from sop_engine.settings import Settings
 
 __all__ = [

@@ -12,14 +12,17 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from sop_engine.directory import ServiceDirectory
-from sop_engine.directory.managed import types_of
+from api.roles import AGENCY_ROLES, ROLES
 from sop_engine.errors import InvalidInput
 from sop_engine.persistence.models import ManagedAgency, User, table
+
+if TYPE_CHECKING:
+    from sop_engine.directory import ServiceDirectory
 
 __all__ = [
     "ROLES",
@@ -33,12 +36,6 @@ __all__ = [
 
 _U = table(User)
 _M = table(ManagedAgency)
-
-ROLES = ("coordinator", "caseworker", "supervisor", "agency_focal_point", "auditor")
-"""The roles a user may hold: the SOPs' own roles, which the API's permission table uses."""
-
-AGENCY_ROLES = frozenset({"caseworker", "supervisor", "agency_focal_point"})
-"""Roles that act for an agency, and so need one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,5 +126,8 @@ def find_by_token(
         row = conn.execute(_BY_TOKEN, {"p_hash": hash_token(token)}).first()
     if row is None:
         return None
+    # Imported here: the directory's loader is no cost of ``sop-engine users add``.
+    from sop_engine.directory.managed import types_of  # noqa: PLC0415
+
     types = types_of(row.agency_id, row.entry, directory) if row.agency_id is not None else ()
     return Principal(row.id, row.username, row.role, row.agency_id, types)

@@ -1,4 +1,9 @@
-"""The ``sop-engine`` command: the one place that composes the engine's parts."""
+"""The ``sop-engine`` command: the one place that composes the engine's parts.
+
+Each command imports what it uses when it runs, never at the top of this module: the
+command line starts in a tenth of a second, and ``sop-engine validate`` does not pay for
+SQLAlchemy, nor ``users add`` for the SOP compiler, nor any of them for Prefect or uvicorn.
+A test keeps it so (``tests/test_cli.py``)."""
 
 from __future__ import annotations
 
@@ -6,24 +11,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
-from api.users import ROLES as USER_ROLES
-from api.users import create_user
-from cli.demo import run_demo
-from notifications.catalogue import template_names
-from sop_engine.directory import CORRIDOR_ROLES, SERVICES, load_directory
-from sop_engine.errors import ConfigurationError, DefinitionError, InvalidInput, NotFound
-from sop_engine.language.compiler import SopLibrary, compile_paths, discover
-from sop_engine.language.diagram import mermaid
-from sop_engine.language.summary import summary
-from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.migrate import current_revision, head_revision, upgrade
-from sop_engine.settings import get_settings
-from sop_engine.timeline.entries import verify_timelines
+from api.roles import ROLES as USER_ROLES
+from sop_engine.directory.vocabulary import CORRIDOR_ROLES, SERVICES
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from sop_engine.language.compiler import SopLibrary
 
 __all__ = ["cli", "main"]
 
@@ -32,6 +30,8 @@ def _paths(paths: tuple[Path, ...]) -> list[Path]:
     """The paths given, or the SOP library, shown relative to here when it is below here."""
     if paths:
         return list(paths)
+    from sop_engine.settings import get_settings
+
     library = get_settings().sop_dir
     try:
         return [library.resolve().relative_to(Path.cwd())]
@@ -52,13 +52,13 @@ def validate(paths: tuple[Path, ...]) -> None:
     Files named on the command line may extend SOPs of the library: those are read as
     parents, and only the named files' SOPs and problems are reported.
     """
-    named = discover(_paths(paths))
-    parents = [] if not paths else [p for p in discover(_paths(())) if p not in set(named)]
-    compiled, problems = compile_paths([*named, *parents], template_names())
+    from notifications.catalogue import template_names
+    from sop_engine.language.compiler import compile_paths, compile_with_library
+
     if paths:
-        mine = {str(p) for p in named}
-        compiled = [c for c in compiled if c.spec.file in mine]
-        problems = [p for p in problems if p.file in mine]
+        compiled, problems = compile_with_library(list(paths), _paths(()), template_names())
+    else:
+        compiled, problems = compile_paths(_paths(()), template_names())
     for problem in problems:
         click.echo(str(problem))
     if problems:
@@ -74,6 +74,9 @@ def validate(paths: tuple[Path, ...]) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 def list_sops(paths: tuple[Path, ...]) -> None:
     """One line per SOP: KEY VERSION TITLE."""
+    from notifications.catalogue import template_names
+    from sop_engine.language.compiler import compile_paths
+
     compiled, problems = compile_paths(_paths(paths), template_names())
     for sop in sorted(compiled, key=lambda s: (s.key, s.version)):
         click.echo(f"{sop.key} {sop.version} {sop.spec.title}")
@@ -95,6 +98,11 @@ def list_sops(paths: tuple[Path, ...]) -> None:
 )
 def diagram(ref: str, paths: tuple[Path, ...]) -> None:
     """The SOP as a Mermaid stateDiagram-v2, with deadlines and escalations."""
+    from notifications.catalogue import template_names
+    from sop_engine.errors import DefinitionError, NotFound
+    from sop_engine.language.compiler import SopLibrary
+    from sop_engine.language.diagram import mermaid
+
     try:
         library = SopLibrary.load(_paths(paths), template_names())
         sop = library.get_ref(ref)
@@ -113,6 +121,10 @@ def db() -> None:
 
 
 def _engine() -> Engine:
+    from sop_engine.errors import ConfigurationError
+    from sop_engine.persistence.db import make_engine
+    from sop_engine.settings import get_settings
+
     try:
         return make_engine(get_settings().resolved_database_url())
     except ConfigurationError as exc:
@@ -123,6 +135,8 @@ def _engine() -> Engine:
 @contextmanager
 def _database(engine: Engine) -> Iterator[None]:
     """Report a database that cannot be reached in one line, and always close the pool."""
+    from sqlalchemy.exc import OperationalError
+
     try:
         yield
     except OperationalError as exc:
@@ -136,6 +150,8 @@ def _database(engine: Engine) -> Iterator[None]:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database's schema to this version's head; print the revision reached."""
+    from sop_engine.persistence.migrate import current_revision, upgrade
+
     engine = _engine()
     with _database(engine):
         upgrade(engine)
@@ -147,6 +163,8 @@ def db_upgrade() -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the database's schema revision ("none" before the first upgrade)."""
+    from sop_engine.persistence.migrate import current_revision, head_revision
+
     engine = _engine()
     with _database(engine):
         revision = current_revision(engine)
@@ -161,6 +179,9 @@ DOCS_DIR = Path("docs") / "sops"
 
 def sop_documents(library: SopLibrary) -> dict[str, str]:
     """File name -> content of every generated page of ``docs/sops/``."""
+    from sop_engine.language.diagram import mermaid
+    from sop_engine.language.summary import summary
+
     pages: dict[str, str] = {}
     rows = [
         "# The SOP library",
@@ -192,6 +213,11 @@ def sop_documents(library: SopLibrary) -> dict[str, str]:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a page is stale.")
 def docs(output: Path, check: bool) -> None:
     """Write each SOP's summary and Mermaid diagram into docs/sops/ (or check them)."""
+    from notifications.catalogue import template_names
+    from sop_engine.errors import DefinitionError
+    from sop_engine.language.compiler import SopLibrary
+    from sop_engine.settings import get_settings
+
     try:
         library = SopLibrary.load([get_settings().sop_dir], template_names())
     except DefinitionError as exc:
@@ -224,6 +250,10 @@ def docs(output: Path, check: bool) -> None:
 def demo() -> None:
     """A complete synthetic cross-border referral on a temporary database, intake to closure,
     with a missed deadline and its escalation; prints the timeline and verifies its chain."""
+    from cli.demo import run_demo
+    from notifications.catalogue import template_names
+    from sop_engine.settings import get_settings
+
     ok = run_demo(get_settings().sop_dir, template_names(), click.echo)
     sys.exit(0 if ok else 1)
 
@@ -237,6 +267,8 @@ def timeline() -> None:
 @click.option("--referral", "case_code", metavar="CODE", help="Only this referral's timeline.")
 def timeline_verify(case_code: str | None) -> None:
     """Recompute every timeline's hash chain; name the first entry that does not match."""
+    from sop_engine.timeline.entries import verify_timelines
+
     engine = _engine()
     with _database(engine), engine.connect() as conn:
         checks = verify_timelines(conn, case_code)
@@ -265,6 +297,8 @@ def _directory_path(path: Path | None) -> Path:
     """The folder given, or the shipped directory, shown relative to here when below here."""
     if path is not None:
         return path
+    from sop_engine.settings import get_settings
+
     folder = get_settings().sop_dir / "directory"
     try:
         return folder.resolve().relative_to(Path.cwd())
@@ -280,6 +314,9 @@ _FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 def directory_validate(path: Path | None) -> None:
     """Check a directory folder (default: the shipped one); print every problem as
     file:line: message."""
+    from sop_engine.directory import load_directory
+    from sop_engine.errors import DefinitionError
+
     try:
         found = load_directory(_directory_path(path))
     except DefinitionError as exc:
@@ -309,6 +346,9 @@ def directory_list(
     path: Path | None,
 ) -> None:
     """One line per agency: ID, COUNTRY, PROVINCE, NAME, then its services and marks."""
+    from sop_engine.directory import load_directory
+    from sop_engine.errors import DefinitionError, InvalidInput
+
     try:
         found = load_directory(_directory_path(path))
         agencies = found.find(
@@ -356,8 +396,7 @@ def worker(prefect_port: int, startup_timeout: float) -> None:
     """Serve the escalation sweep and the outbox dispatch on their intervals, with the Prefect
     server at PREFECT_API_URL or, without it, a local one in SOP_ENGINE_DATA_DIR/prefect.
     Stops on SIGTERM or Ctrl-C."""
-    # Imported here: Prefect takes a second to import, which no other command should pay.
-    from cli.worker import run_worker  # noqa: PLC0415
+    from cli.worker import run_worker
 
     sys.exit(run_worker(prefect_port=prefect_port, startup_timeout=startup_timeout))
 
@@ -373,8 +412,7 @@ def worker(prefect_port: int, startup_timeout: float) -> None:
 def serve(host: str, port: int, no_worker: bool) -> None:
     """Run the engine in one command: migrate the database, load the SOP library, start the
     worker ('sop-engine worker') and serve the API. Stops both on SIGTERM or Ctrl-C."""
-    # Imported here: uvicorn and the API take a moment to import, which other commands skip.
-    from cli.serve import run_serve  # noqa: PLC0415
+    from cli.serve import run_serve
 
     sys.exit(run_serve(host=host, port=port, worker=not no_worker))
 
@@ -395,6 +433,9 @@ def users() -> None:
 @click.option("--agency", "agency_id", metavar="AGENCY", help="The agency the user acts for.")
 def users_add(username: str, role: str, agency_id: str | None) -> None:
     """Create a user and print its bearer token, once: only its hash is stored."""
+    from api.users import create_user
+    from sop_engine.errors import InvalidInput
+
     engine = _engine()
     with _database(engine):
         try:

@@ -13,15 +13,20 @@ import secrets
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import ConfigurationError
-from sop_engine.persistence.db import default_database_url
+
+if TYPE_CHECKING:
+    from sop_engine.crypto import MasterKeyring
+
+# The database and crypto modules (SQLAlchemy, cryptography) are imported where they are
+# used: commands that only need a path, such as ``sop-engine validate``, should not pay for
+# them.
 
 __all__ = [
     "DEV_KEY_FILE",
@@ -156,6 +161,8 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the embedded SQLite database in ``data_dir``."""
+        from sop_engine.persistence.db import default_database_url  # noqa: PLC0415
+
         return self.database_url or default_database_url(self.data_dir)
 
     def keyring(self) -> MasterKeyring:
@@ -165,6 +172,8 @@ class Settings(BaseSettings):
         :raises ConfigurationError: in production without ``master_key``, or when a key
             setting cannot be read. Messages never contain key material.
         """
+        from sop_engine.crypto import MasterKeyring  # noqa: PLC0415
+
         if self.master_key is not None:
             return MasterKeyring.from_setting(self.master_key.get_secret_value())
         if self.environment == "production":
@@ -177,6 +186,8 @@ class Settings(BaseSettings):
 
 
 def _development_keyring(path: Path) -> MasterKeyring:
+    from sop_engine.crypto import MasterKeyring  # noqa: PLC0415
+
     if not path.exists():
         _create_key_file(path)
     try:
@@ -189,6 +200,8 @@ def _development_keyring(path: Path) -> MasterKeyring:
 def _create_key_file(path: Path) -> None:
     """Write a fresh key under a temporary name, then link it into place: the key file
     appears whole or not at all, and a process that loses the race reads the winner's key."""
+    from sop_engine.crypto import MasterKey  # noqa: PLC0415
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -101,3 +102,58 @@ def test_validate_a_file_that_extends_the_library(tmp_path: Path) -> None:
     assert out.splitlines() == [
         f"{draft}:8: [SOP draft.national, state intake] task 'x': unknown role 'nobody'"
     ]
+
+
+def _top_modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running ``code``."""
+    report = "import sys; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{report}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    return set(result.stdout.split("\n")[-2].split())
+
+
+HEAVY = {"sqlalchemy", "prefect", "uvicorn", "fastapi", "httpx", "jwt", "jinja2"}
+COMPILER = {"cel", "jsonschema", "transitions", "yaml", "prompt_toolkit"}
+
+
+def test_the_command_line_imports_nothing_heavy_before_a_command_runs() -> None:
+    loaded = _top_modules_after("import cli.main")
+    assert not loaded & (HEAVY | COMPILER | {"pydantic", "pydantic_settings"})
+
+
+def test_validate_a_file_does_not_import_the_database_or_the_web() -> None:
+    code = (
+        "from click.testing import CliRunner\n"
+        "from cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['validate', 'sop_definitions/mekong/national.kh.sop.yaml'])\n"
+        "assert r.exit_code == 0, r.output\n"
+    )
+    loaded = _top_modules_after(code)
+    assert "cel" in loaded  # the check ran
+    assert not loaded & (HEAVY | {"prompt_toolkit"})
+
+
+def test_users_add_does_not_import_the_sop_compiler(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SOP_ENGINE_DATA_DIR": str(tmp_path / "data"),
+        "SOP_ENGINE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+    }
+    env.pop("SOP_ENGINE_ENVIRONMENT", None)
+    code = (
+        "from click.testing import CliRunner\n"
+        "from cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['db', 'upgrade'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(cli, ['users', 'add', 'aud-01', '--role', 'auditor'])\n"
+        "assert r.exit_code == 0, r.output\n"
+    )
+    loaded = _top_modules_after(code, env)
+    assert "sqlalchemy" in loaded  # the user was stored
+    assert not loaded & (COMPILER | {"prefect", "uvicorn", "fastapi", "httpx", "jinja2"})

@@ -15,9 +15,9 @@ published JSON Schema), ``entries`` (one entry's own checks), ``checks`` (across
 
 from __future__ import annotations
 
-from sop_engine.directory.loader import directory_files, load_directory
-from sop_engine.directory.model import Agency, BorderPoint, Corridor, Hotline, ServiceDirectory
-from sop_engine.directory.schema import directory_schema
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from sop_engine.directory.vocabulary import (
     AGENCY_TYPES,
     CONTACT_CHANNELS,
@@ -43,3 +43,36 @@ __all__ = [
     "directory_schema",
     "load_directory",
 ]
+
+if TYPE_CHECKING:
+    from sop_engine.directory.loader import directory_files, load_directory
+    from sop_engine.directory.model import (
+        Agency,
+        BorderPoint,
+        Corridor,
+        Hotline,
+        ServiceDirectory,
+    )
+    from sop_engine.directory.schema import directory_schema
+
+_LAZY = {
+    "directory_files": "loader",
+    "load_directory": "loader",
+    "Agency": "model",
+    "BorderPoint": "model",
+    "Corridor": "model",
+    "Hotline": "model",
+    "ServiceDirectory": "model",
+    "directory_schema": "schema",
+}
+"""Imported on first use: the loader and its JSON Schema cost a tenth of a second, which
+commands that only need the vocabularies (a help text) should not pay."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -26,7 +26,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cel
+from sop_engine.language import celext
+
+_CEL = celext.load()
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -127,7 +129,7 @@ def compile_guard(
 ) -> CompiledGuard:
     """Parse ``source`` and check every name it uses; raise :class:`GuardCompileError`."""
     try:
-        program = cel.compile(source)
+        program = _CEL.compile(source)
     except (ValueError, RuntimeError) as exc:
         detail = str(exc).split("\n")[0].replace(f"Failed to parse expression {source!r}: ", "")
         raise GuardCompileError(f"guard does not compile: {detail}") from None
