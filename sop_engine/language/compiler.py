@@ -4,19 +4,27 @@ Stages, each a pure function with its own tests::
 
     source.parse_source      YAML text -> data with locations     (syntax, tags, limits)
     schema.schema_problems   data -> problems                     (keys, types, forms)
+    salvage.salvage          faulty data -> the part still checkable
     inherit.resolve_extends  documents -> merged documents        (extends)
     build.build_spec         merged data -> SopSpec               (handoffs expanded)
     checks.*                 SopSpec -> problems                  (references, graph, rules)
     machine.build_machine    SopSpec -> transitions.Machine       (one per SOP version)
 
 Every problem of every file is collected before anything is refused, so a coordinator sees
-the whole list at once.
+the whole list at once. A document is checked against the schema once: in full when it
+stands alone; partially when it ``extends`` another, then in full once merged. Schema faults
+do not stop the later stages: they run on what :mod:`~sop_engine.language.salvage` could
+keep, and report what does not follow from the pruning; such a document never compiles, and
+its children are told their parent has errors.
+
+:func:`compile_with_library` checks a few files whose parents are in a library, reading of
+the library only those parents (:mod:`~sop_engine.language.parents`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,9 @@ from sop_engine.language.build import build_spec
 from sop_engine.language.guards import CompiledGuard
 from sop_engine.language.inherit import ref_of, resolve_extends
 from sop_engine.language.machine import build_machine
+from sop_engine.language.parents import find_parents
+from sop_engine.language.salvage import Salvage
+from sop_engine.language.salvage import salvage as salvage_document
 from sop_engine.language.schema import did_you_mean, schema_problems
 from sop_engine.language.source import SourceDocument, load_source, parse_source
 from sop_engine.language.spec import SopSpec
@@ -38,6 +49,7 @@ __all__ = [
     "compile_documents",
     "compile_paths",
     "compile_text",
+    "compile_with_library",
     "discover",
 ]
 
@@ -87,52 +99,120 @@ def _ancestors(doc: SourceDocument, docs: list[SourceDocument]) -> Iterable[str]
         parent = by_ref[parent].data.get("extends")
 
 
-def _compile_one(
-    doc: SourceDocument, templates: Collection[str] | None
-) -> CompiledSop | list[Problem]:
-    """Schema-check the merged document, build its spec, run every check, build its machine."""
-    complete = SourceDocument(
-        doc.file, {k: v for k, v in doc.data.items() if k != "extends"}, doc.locations
-    )
-    found = schema_problems(complete)
-    if found:
-        return found
+@dataclass(frozen=True)
+class _Checked:
+    """What the first schema check of a document found."""
+
+    in_full: bool
+    """Checked against the full schema (no ``extends``), so not to be checked again."""
+    salvage: Salvage | None = None
+    """Its schema faults and what was pruned to check the rest; None when it had none."""
+
+
+def _later_stages(
+    doc: SourceDocument, templates: Collection[str] | None, salvage: Salvage | None
+) -> tuple[dict[str, CompiledGuard], list[Problem], SopSpec]:
+    """Build the spec and run every check after the schema, heeding what was pruned."""
     spec = build_spec(doc)
     guards, guard_problems = checks.compile_guards(spec)
     found = [
         *checks.header_problems(spec),
         *references.reference_problems(spec, templates),
         *guard_problems,
-        *checks.graph_problems(spec),
         *checks.rule_problems(spec),
     ]
-    if found:
-        return found
-    return CompiledSop(spec, guards, build_machine(spec))
+    if salvage is None:
+        return guards, [*found, *checks.graph_problems(spec)], spec
+    salvage = salvage.widened(spec)
+    kept = [p for p in found if salvage.keeps(p)]
+    if salvage.graph_intact:
+        kept.extend(checks.graph_problems(spec))
+    return guards, kept, spec
+
+
+def _compile_one(
+    doc: SourceDocument, templates: Collection[str] | None, checked: _Checked
+) -> CompiledSop | list[Problem]:
+    """Schema-check the merged document (unless it was checked in full already), build its
+    spec, run every check, build its machine. After schema faults, report the later stages'
+    faults on what could be salvaged, and never compile."""
+    salvage = checked.salvage
+    problems: list[Problem] = []
+    if not checked.in_full:
+        complete = SourceDocument(
+            doc.file, {k: v for k, v in doc.data.items() if k != "extends"}, doc.locations
+        )
+        problems = schema_problems(complete)
+        if problems:
+            rescue = salvage_document(complete, partial=False)
+            if rescue is None:
+                return problems
+            salvage = rescue if salvage is None else salvage.then(rescue)
+            extends = {"extends": doc.data["extends"]} if "extends" in doc.data else {}
+            doc = SourceDocument(doc.file, {**rescue.doc.data, **extends}, rescue.doc.locations)
+    if salvage is None:
+        guards, found, spec = _later_stages(doc, templates, None)
+        if found:
+            return found
+        return CompiledSop(spec, guards, build_machine(spec))
+    try:
+        _, found, _ = _later_stages(doc, templates, salvage)
+    except Exception:
+        # The builder trusts schema-valid data; a pruned document may still surprise it,
+        # and the schema faults alone are a truthful answer.
+        return problems
+    return [*problems, *found]
 
 
 def compile_documents(
     docs: Iterable[SourceDocument], templates: Collection[str] | None = None
 ) -> tuple[list[CompiledSop], list[Problem]]:
     """Compile parsed documents together (so that ``extends`` can find its parents)."""
-    problems: list[Problem] = []
-    valid: list[SourceDocument] = []
-    broken: set[str] = set()
+    return _compile(docs, templates, ())
+
+
+def _check_schema(
+    docs: Iterable[SourceDocument], problems: list[Problem], broken: set[str]
+) -> list[tuple[SourceDocument, _Checked]]:
+    """Stage 2 on every document: the ones to go on with (salvaged, after faults)."""
+    valid: list[tuple[SourceDocument, _Checked]] = []
     for doc in docs:
         found = schema_problems(doc)
-        if found:
-            problems.extend(found)
-            ref = ref_of(doc.data)
-            if ref:
-                broken.add(ref)
-        else:
-            valid.append(doc)
+        partial = isinstance(doc.data, dict) and "extends" in doc.data
+        if not found:
+            valid.append((doc, _Checked(in_full=not partial)))
+            continue
+        problems.extend(found)
+        ref = ref_of(doc.data)
+        if ref:
+            broken.add(ref)
+        rescue = salvage_document(doc, partial=partial)
+        if rescue is not None:
+            valid.append((rescue.doc, _Checked(not partial, rescue)))
+    return valid
 
-    # A child of a broken parent: say so once instead of repeating the parent's faults.
-    usable = []
-    for doc in valid:
+
+def _without_broken_descent(
+    valid: list[tuple[SourceDocument, _Checked]], problems: list[Problem], broken: set[str]
+) -> tuple[list[SourceDocument], dict[str, _Checked]]:
+    """Leave out the descendants of broken SOPs, whatever order the files came in; say so
+    once for each instead of repeating its parent's faults."""
+    grown = True
+    while grown:
+        grown = False
+        for doc, _ in valid:
+            ref = ref_of(doc.data)
+            if ref and ref not in broken and doc.data.get("extends") in broken:
+                broken.add(ref)
+                grown = True
+    usable: list[SourceDocument] = []
+    checked: dict[str, _Checked] = {}
+    for doc, check in valid:
         parent = doc.data.get("extends")
-        if parent in broken:
+        if parent not in broken:
+            usable.append(doc)
+            checked.setdefault(ref_of(doc.data) or "", check)
+        elif check.salvage is None:
             problems.append(
                 Problem(
                     *doc.where(("extends",)),
@@ -140,10 +220,18 @@ def compile_documents(
                     sop=doc.data.get("key"),
                 )
             )
-            broken.add(ref_of(doc.data) or "")
-            continue
-        usable.append(doc)
-    merged, found = resolve_extends(usable)
+    return usable, checked
+
+
+def _compile(
+    docs: Iterable[SourceDocument], templates: Collection[str] | None, elsewhere: Collection[str]
+) -> tuple[list[CompiledSop], list[Problem]]:
+    """:func:`compile_documents`; ``elsewhere``: refs known outside ``docs``, for hints."""
+    problems: list[Problem] = []
+    broken: set[str] = set()
+    valid = _check_schema(docs, problems, broken)
+    usable, checked = _without_broken_descent(valid, problems, broken)
+    merged, found = resolve_extends(usable, elsewhere)
     problems.extend(found)
 
     def depth(doc: SourceDocument) -> int:
@@ -152,6 +240,7 @@ def compile_documents(
     compiled: list[CompiledSop] = []
     failed: set[str] = set()
     for doc in sorted(merged, key=depth):
+        ref = ref_of(doc.data) or ""
         parent = doc.data.get("extends")
         if parent in failed:
             problems.append(
@@ -161,30 +250,62 @@ def compile_documents(
                     sop=doc.data.get("key"),
                 )
             )
-            failed.add(ref_of(doc.data) or "")
+            failed.add(ref)
             continue
-        result = _compile_one(doc, templates)
-        if isinstance(result, CompiledSop):
+        check = checked.get(ref, _Checked(in_full=False))
+        result = _compile_one(doc, templates, check)
+        if isinstance(result, CompiledSop) and check.salvage is None:
             compiled.append(result)
         else:
-            problems.extend(result)
-            failed.add(ref_of(doc.data) or "")
+            problems.extend(result if isinstance(result, list) else [])
+            failed.add(ref)
     return compiled, sorted(set(problems), key=lambda p: (p.file, p.line, p.message))
+
+
+def _load_all(paths: Iterable[Path]) -> tuple[list[SourceDocument], list[Problem]]:
+    docs: list[SourceDocument] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            docs.append(load_source(path))
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+    return docs, problems
 
 
 def compile_paths(
     paths: Iterable[Path], templates: Collection[str] | None = None
 ) -> tuple[list[CompiledSop], list[Problem]]:
     """Discover, parse and compile SOP files; return what compiled and every problem."""
-    docs: list[SourceDocument] = []
-    problems: list[Problem] = []
-    for path in discover(paths):
-        try:
-            docs.append(load_source(path))
-        except DefinitionError as exc:
-            problems.extend(exc.problems)
+    docs, problems = _load_all(discover(paths))
     compiled, found = compile_documents(docs, templates)
     return compiled, sorted({*problems, *found}, key=lambda p: (p.file, p.line, p.message))
+
+
+def compile_with_library(
+    named: Sequence[Path], library: Sequence[Path], templates: Collection[str] | None = None
+) -> tuple[list[CompiledSop], list[Problem]]:
+    """Compile the ``named`` files (or folders), whose parents may be in the ``library``.
+
+    Of the library, only the SOPs the named ones extend are read, transitively (see
+    :mod:`~sop_engine.language.parents`). The result is what compiling the named files
+    together with the whole library would give for the named files: their compiled SOPs and
+    their problems, nothing of the library's.
+    """
+    files = discover(named)
+    mine = {str(p) for p in files}
+    own = {p.resolve() for p in files}
+    docs, problems = _load_all(files)
+    shelf = [p for p in discover(library) if p.resolve() not in own]
+    parents = find_parents(docs, shelf, SOP_SUFFIX)
+    compiled, found = _compile([*docs, *parents.docs], templates, parents.elsewhere)
+    return (
+        [c for c in compiled if c.spec.file in mine],
+        sorted(
+            {p for p in (*problems, *found) if p.file in mine},
+            key=lambda p: (p.file, p.line, p.message),
+        ),
+    )
 
 
 def compile_text(

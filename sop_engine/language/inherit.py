@@ -12,7 +12,7 @@ is reported in the parent's file and a fault in an override in the child's.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sop_engine.errors import Problem
@@ -78,12 +78,13 @@ def _take(
 
 
 def resolve_extends(
-    docs: list[SourceDocument],
+    docs: list[SourceDocument], elsewhere: Collection[str] = ()
 ) -> tuple[list[SourceDocument], list[Problem]]:
     """Return every document with its ancestors merged in, and the problems found.
 
     A document whose parent is missing, or which sits in a cycle of ``extends``, is reported
-    and left out of the result.
+    and left out of the result. ``elsewhere``: refs of SOPs that exist but were not read,
+    offered in the "did you mean" of a missing parent.
     """
     by_ref: dict[str, SourceDocument] = {}
     problems: list[Problem] = []
@@ -124,7 +125,7 @@ def resolve_extends(
                     *doc.where(("extends",)),
                     f"extends unknown SOP {parent_ref!r}",
                     sop=key,
-                    hint=did_you_mean(parent_ref, by_ref),
+                    hint=did_you_mean(parent_ref, {*by_ref, *elsewhere}),
                 )
             )
             resolved[ref] = None
