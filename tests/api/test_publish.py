@@ -21,6 +21,7 @@ from sop_engine.persistence.models import SopSource
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import SOPS, Users, referral_body
+from .journey import ASSESSMENT, grant
 
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 
@@ -178,19 +179,26 @@ def test_publishing_makes_the_version_live_for_new_referrals_and_older_ones_keep
     del body["sop_version"]
     r = client.post("/referrals", json=body, headers=users.auth("caseworker"))
     assert r.json()["sop_version"] == 2
-    # A referral pinned to version 1 still moves.
+    # A referral pinned to version 1 still moves, as version 1 says: consent, then
+    # intake to assessment to action_plan, and it stays on version 1.
+    caseworker = users.auth("caseworker")
+    events = f"/referrals/{case_code}/events"
+    grant(client, users, case_code, "case_management")
     r = client.post(
-        f"/referrals/{case_code}/events/complete_assessment",
-        json={"facts": {"risk_level": "high", "service_needed": "repatriation"}},
-        headers=users.auth("caseworker"),
+        f"{events}/record_consent",
+        json={"facts": {"safe_contact_method": "text_message"}},
+        headers=caseworker,
     )
-    assert r.status_code not in (404, 500), r.text
-    assert (
-        client.get(f"/referrals/{case_code}", headers=users.auth("caseworker")).json()[
-            "sop_version"
-        ]
-        == 1
-    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["from_state"], r.json()["state"]) == ("intake", "assessment")
+    r = client.post(f"{events}/complete_assessment", json={"facts": ASSESSMENT}, headers=caseworker)
+    assert r.status_code == 200, r.text
+    assert (r.json()["from_state"], r.json()["state"]) == ("assessment", "action_plan")
+    referral = client.get(f"/referrals/{case_code}", headers=caseworker).json()
+    assert referral["state"] == "action_plan"
+    assert referral["sop_version"] == 1
+    assert referral["facts"]["risk_level"] == ASSESSMENT["risk_level"]
+    assert referral["facts"]["service_needed"] == ASSESSMENT["service_needed"]
 
 
 def test_a_published_version_never_changes(client: TestClient, users: Users) -> None:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from sop_engine.clock import ManualClock
-from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.crypto import MasterKey, MasterKeyring, open_sealed, unwrap_case_key
 from sop_engine.errors import TamperedData, TransitionNotAllowed
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import CaseKey, Referral, table
@@ -97,14 +97,43 @@ def test_a_blob_moved_to_another_referral_does_not_open(
         runtime.read_referral(second, reveal_identifying=True)
 
 
+def _keys_the_engine_holds(runtime: Runtime) -> list[bytes]:
+    """Every key the engine can still obtain: each case key row unwrapped with its keyring,
+    and the master keys themselves."""
+    ring = runtime.services.keyring
+    k = table(CaseKey)
+    with runtime.db.connect() as conn:
+        rows = conn.execute(select(k.c.master_key_id, k.c.wrapped_key)).all()
+    case_keys = [unwrap_case_key(ring, row.master_key_id, row.wrapped_key) for row in rows]
+    return [*case_keys, *(master.material for master in (ring.current, *ring.previous))]
+
+
+def _opens(key: bytes, blob: bytes, associated_data: bytes) -> bool:
+    """Whether ``key`` opens the sealed ``blob``."""
+    try:
+        open_sealed(key, blob, associated_data=associated_data)
+    except TamperedData:
+        return False
+    return True
+
+
 def test_erasing_the_case_key_makes_the_case_unreadable(
     runtime: Runtime, caseworker: Actor
 ) -> None:
     code = _sensitive_referral(runtime, caseworker)
+    _sensitive_referral(runtime, caseworker)  # a bystander, whose key stays
     view = runtime.read_referral(code)
+    aad = view.id.encode()
     r, k = table(Referral), table(CaseKey)
     with runtime.db.connect() as conn:
         sealed_before = conn.execute(select(r.c.sealed).where(r.c.case_code == code)).scalar_one()
+        key_row = conn.execute(select(k).where(k.c.referral_id == view.id)).one()
+    # Before erasure the case key, unwrapped with the master key, opens the sealed facts.
+    case_key = unwrap_case_key(runtime.services.keyring, key_row.master_key_id, key_row.wrapped_key)
+    opened = open_sealed(case_key, sealed_before, associated_data=aad)
+    assert opened == {"survivor_name": NAME, "safe_contact_details": CONTACT}
+    assert any(_opens(key, sealed_before, aad) for key in _keys_the_engine_holds(runtime))
+
     runtime.erase(code, caseworker)
     with runtime.db.connect() as conn:
         assert conn.execute(select(k).where(k.c.referral_id == view.id)).first() is None
@@ -112,11 +141,10 @@ def test_erasing_the_case_key_makes_the_case_unreadable(
     assert after.erased
     assert after.identifying == {}
     # Even a copy of the ciphertext kept elsewhere (a backup) no longer opens with any key the
-    # engine has: the case key is gone, and the master key alone cannot open it.
-    from sop_engine.crypto import open_sealed
-
-    with pytest.raises(TamperedData):
-        open_sealed(bytes(32), sealed_before, associated_data=view.id.encode())
+    # engine has: the case key is gone, and neither another case's key nor a master key opens it.
+    remaining = _keys_the_engine_holds(runtime)
+    assert not any(_opens(key, sealed_before, aad) for key in remaining)
+    assert len(remaining) == 2  # the bystander's case key and the one master key
     with pytest.raises(TransitionNotAllowed, match="was erased"):
         runtime.fire(code, "record_consent", caseworker)
     assert runtime.verify_timeline(code)[0].ok
