@@ -135,7 +135,10 @@ def seed_referrals(
     # and no seeded referral holds identifying facts.
     key_id, wrapped = wrap_case_key(keyring, new_case_key())
     for start in range(first, first + count, batch):
-        refs, keys, entries, timers = [], [], [], []
+        refs: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
+        timers: list[dict[str, Any]] = []
         for index in range(start, min(start + batch, first + count)):
             referral_id = str(uuid.UUID(int=index + 1))
             now = START - timedelta(seconds=index)

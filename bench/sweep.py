@@ -43,10 +43,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import BindParameter, Engine, and_, bindparam, func, or_, select, update
 
 from bench.common import SOP_KEY, START, load_library, make_runtime, seed_referrals
 from sop_engine.clock import ManualClock
@@ -215,7 +215,9 @@ def _fill_timers(engine: Engine, plan: SweepPlan, chunk: int = 50_000) -> None:
     rows = _timer_rows(plan)
     if is_postgres(engine):
         with engine.begin() as conn:
-            cursor = conn.connection.driver_connection.cursor()
+            driver = conn.connection.driver_connection
+            assert driver is not None, "a pooled connection always has its driver's connection"
+            cursor = driver.cursor()
             columns = ", ".join(_COLUMNS)
             with cursor.copy(f"COPY timers ({columns}) FROM STDIN") as copy:
                 for row in rows:
@@ -263,7 +265,7 @@ def _engine_pass(rt: Runtime, batch: int) -> list[int]:
 
 def _baseline_pass(engine: Engine, batch: int) -> Callable[[], list[int]]:
     # Statements built once, with bound parameters, as a hand-written hot path would be.
-    now = bindparam("now")
+    now: BindParameter[datetime] = bindparam("now")
     due = and_(
         _TM.c.fired_at.is_(None),
         _TM.c.due_at <= now,

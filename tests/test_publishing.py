@@ -3,6 +3,7 @@ what is published is exactly the text that was checked."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def library(engine: Engine) -> PublishedLibrary:
     return load_library(engine, [EXAMPLES])
 
 
-def upload(db: Engine, library: PublishedLibrary, text: str, **kwargs: object) -> StoredSop:
+def upload(
+    db: Engine, library: PublishedLibrary, text: str, idempotency_key: str | None = None
+) -> StoredSop:
     outcome = upload_draft(
         db,
         library,
@@ -49,12 +52,14 @@ def upload(db: Engine, library: PublishedLibrary, text: str, **kwargs: object) -
         text,
         actor_id="u-1",
         now=NOW,
-        **kwargs,  # type: ignore[arg-type]
+        idempotency_key=idempotency_key,
     )
     return outcome.sop
 
 
-def publish(db: Engine, library: PublishedLibrary, ref: str, **kwargs: object) -> StoredSop:
+def publish(
+    db: Engine, library: PublishedLibrary, ref: str, idempotency_key: str | None = None
+) -> StoredSop:
     key, _, version = ref.partition("@")
     outcome = publish_draft(
         db,
@@ -64,7 +69,7 @@ def publish(db: Engine, library: PublishedLibrary, ref: str, **kwargs: object) -
         int(version),
         actor_id="u-2",
         now=NOW + timedelta(hours=1),
-        **kwargs,  # type: ignore[arg-type]
+        idempotency_key=idempotency_key,
     )
     return outcome.sop
 
@@ -121,8 +126,13 @@ def test_a_draft_replaced_while_it_is_being_published_is_not_published(
     upload(engine, library, VERSION_2)
     check = publishing.check_upload
 
-    def check_then_replace(text: str, sources: PublishedSources, *args: object) -> CompiledSop:
-        compiled = check(text, sources, *args)  # type: ignore[arg-type]
+    def check_then_replace(
+        text: str,
+        sources: PublishedSources,
+        templates: Collection[str] | None = None,
+        file: str = publishing.UPLOAD_NAME,
+    ) -> CompiledSop:
+        compiled = check(text, sources, templates, file)
         monkeypatch.setattr(publishing, "check_upload", check)
         upload(engine, library, VERSION_2.replace("Two", "Two, replaced"))
         return compiled

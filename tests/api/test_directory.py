@@ -18,7 +18,7 @@ from api.users import create_user
 from notifications.dispatch import find_recipient
 from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import load_managed_directory
-from sop_engine.persistence.models import ManagedAgency
+from sop_engine.persistence.models import ManagedAgency, table
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import SOPS, Users, referral_body
@@ -362,7 +362,9 @@ def test_sop_engine_serve_refuses_a_managed_entry_that_does_not_fit(
     now = datetime(2026, 1, 20, tzinfo=UTC)
     with runtime.db.begin() as conn:
         conn.execute(
-            ManagedAgency.__table__.insert().values(
+            table(ManagedAgency)
+            .insert()
+            .values(
                 id=NEW_ID,
                 entry={**new_agency(corridors=["TH-QQ"]), "id": NEW_ID},
                 revision=1,

@@ -70,7 +70,7 @@ def test_each_domain_error_has_its_status(
             "hint": None,
         }
     if status == 500:
-        assert str(error) not in response.body.decode()
+        assert str(error) not in bytes(response.body).decode()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import jwt
 import pytest
@@ -32,7 +32,7 @@ from cli.serve import ServeError, build_app
 from sop_engine.errors import ConfigurationError
 from sop_engine.persistence.models import TimelineEntry, table
 from sop_engine.runtime.engine import Runtime
-from sop_engine.settings import Settings, get_settings
+from sop_engine.settings import AuthMode, Settings, get_settings
 
 from .conftest import SOPS, SURVIVOR, Users, referral_body
 
@@ -501,6 +501,14 @@ def test_without_oidc_settings_only_local_tokens_are_accepted() -> None:
 # Settings ----------------------------------------------------------------------------------
 
 
+class OidcSettings(TypedDict, total=False):
+    """Some of the OIDC settings, as a half-configured deployment gives them."""
+
+    oidc_issuer: str
+    oidc_audience: str
+    auth_mode: AuthMode
+
+
 @pytest.mark.parametrize("environment", ["development", "production"])
 @pytest.mark.parametrize(
     ("values", "missing"),
@@ -511,7 +519,7 @@ def test_without_oidc_settings_only_local_tokens_are_accepted() -> None:
     ],
 )
 def test_half_configured_oidc_is_refused(
-    environment: str, values: dict[str, str], missing: str
+    environment: Literal["development", "production"], values: OidcSettings, missing: str
 ) -> None:
     settings = Settings(environment=environment, **values)
     with pytest.raises(ConfigurationError, match=f"half-configured.*set {missing} too"):

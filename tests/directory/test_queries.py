@@ -6,6 +6,7 @@ import dataclasses
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -131,16 +132,17 @@ def test_every_agency_slot_of_every_shipped_sop_can_be_filled(
     country where a referral could need it."""
     compiled, _ = compile_paths([DEFINITIONS], template_names())
     assert compiled
-    unfilled = []
+    unfilled: list[str] = []
     for sop in compiled:
         j = sop.spec.jurisdiction
         parties = [c for c in (*j.countries, j.origin, j.destination) if c]
         for slot in sop.spec.agencies.values():
-            where = {
+            by_side: dict[str, Sequence[str | None]] = {
                 "origin": [j.origin],
                 "destination": [j.destination],
                 "any": parties,
-            }.get(slot.country, [slot.country])
+            }
+            where = by_side.get(slot.country, [slot.country])
             for country in where:
                 if country and not directory.candidates_for(slot, country):
                     unfilled.append(f"{sop.ref} {slot.name} in {country}")
@@ -149,6 +151,7 @@ def test_every_agency_slot_of_every_shipped_sop_can_be_filled(
 
 def test_the_directory_cannot_be_changed_once_loaded(directory: ServiceDirectory) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
+        # The refused writes are what is under test.
         directory.agency("TH-MSDHS").accepts_new_cases = False  # type: ignore[misc]
     with pytest.raises(TypeError):
         directory.corridors["XX-YY"] = directory.corridors["TH-LA"]  # type: ignore[index]

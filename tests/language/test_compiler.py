@@ -28,6 +28,7 @@ def library() -> SopLibrary:
 def test_spec_is_immutable(library: SopLibrary) -> None:
     spec = library.get("test.minimal").spec
     with pytest.raises(dataclasses.FrozenInstanceError):
+        # The refused writes are what is under test.
         spec.title = "changed"  # type: ignore[misc]
     with pytest.raises(TypeError):
         spec.states["new"] = spec.states["open"]  # type: ignore[index]

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sop_engine.errors import DefinitionError
+from sop_engine.errors import DefinitionError, Problem
 from sop_engine.language.compiler import compile_text
 from sop_engine.language.source import parse_source
 
@@ -56,7 +56,7 @@ values = st.recursive(
 def compiles_or_refuses(text: str) -> None:
     """Compiling either succeeds or raises DefinitionError with located problems; any other
     exception escapes and fails the test."""
-    problems = ()
+    problems: tuple[Problem, ...] = ()
     try:
         compile_text(text, "random.sop.yaml")
     except DefinitionError as exc:

@@ -17,7 +17,7 @@ from sop_engine.language.published import (
     load_library,
     source_name,
 )
-from sop_engine.persistence.models import SopSource
+from sop_engine.persistence.models import SopSource, table
 from sop_engine.publishing import publish_draft, upload_draft
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,9 @@ def test_a_published_row_with_a_files_version_stops_the_start(sqlite_engine: Eng
     text = (EXAMPLES / "example.corridor.sop.yaml").read_text()
     with sqlite_engine.begin() as conn:
         conn.execute(
-            SopSource.__table__.insert().values(
+            table(SopSource)
+            .insert()
+            .values(
                 key="example.corridor",
                 version=1,
                 title="One",

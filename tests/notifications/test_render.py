@@ -40,7 +40,7 @@ def test_a_rendered_message_is_frozen() -> None:
         needs_review=False,
     )
     with pytest.raises(AttributeError):
-        message.subject = "changed"  # type: ignore[misc]
+        message.subject = "changed"  # type: ignore[misc]  # the refused write under test
 
 
 @pytest.mark.parametrize("tag", ["vi", "vi-VN", "vi_VN", "VI", " vi "])

@@ -76,7 +76,9 @@ def test_sqlite_refuses_a_row_pointing_at_no_referral(sqlite_engine: Engine) -> 
 def test_every_sqlite_transaction_begins_immediate(sqlite_engine: Engine) -> None:
     statements: list[str] = []
     with sqlite_engine.connect() as connection:
-        connection.connection.driver_connection.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        sqlite = connection.connection.driver_connection
+        assert sqlite is not None
+        sqlite.set_trace_callback(statements.append)
         connection.execute(select(func.count()).select_from(Referral)).scalar()
         connection.rollback()
     assert statements[0] == "BEGIN IMMEDIATE"
@@ -125,7 +127,7 @@ def test_a_plain_postgresql_url_uses_psycopg_and_checks_connections(postgres_url
     engine = make_engine(postgres_url.replace("postgresql+psycopg://", "postgresql://", 1))
     try:
         assert engine.url.drivername == "postgresql+psycopg"
-        assert engine.pool._pre_ping  # type: ignore[attr-defined]
+        assert engine.pool._pre_ping
         assert is_postgres(engine)
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT 1").scalar() == 1

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, inspect, select
 
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import SopSource, User
+from sop_engine.persistence.models import SopSource, User, table
 
 NEW_TABLES = {"sop_sources", "publishing_requests", "managed_agencies"}
 
@@ -45,7 +45,9 @@ def test_0005_goes_up_down_and_up_again(empty_engine: Engine) -> None:
     assert not NEW_TABLES & tables(empty_engine)
     with empty_engine.begin() as conn:
         conn.execute(
-            User.__table__.insert().values(
+            table(User)
+            .insert()
+            .values(
                 id="u-1", username="coord", role="coordinator", token_hash="0" * 64, created_at=now
             )
         )
@@ -55,7 +57,9 @@ def test_0005_goes_up_down_and_up_again(empty_engine: Engine) -> None:
     assert tables(empty_engine) >= NEW_TABLES
     with empty_engine.begin() as conn:
         conn.execute(
-            SopSource.__table__.insert().values(
+            table(SopSource)
+            .insert()
+            .values(
                 key="example.corridor",
                 version=2,
                 title="t",

@@ -33,6 +33,7 @@ def test_a_database_url_from_the_environment_wins(monkeypatch: pytest.MonkeyPatc
 
 def test_an_unknown_environment_is_refused() -> None:
     with pytest.raises(ValidationError, match="environment"):
+        # An environment outside the Literal is the mistake under test.
         Settings(environment="staging")  # type: ignore[arg-type]
 
 
@@ -56,6 +57,7 @@ def test_the_master_keyring_is_read_from_the_environment_current_key_first(
 def test_a_malformed_master_key_is_refused_without_repeating_it() -> None:
     setting = "k1:" + "A" * 20
     with pytest.raises(ConfigurationError, match="entry 1 of the master key setting") as info:
+        # Plain text, as the environment gives it; pydantic makes it a SecretStr.
         Settings(master_key=setting).keyring()  # type: ignore[arg-type]
     assert "A" * 20 not in str(info.value)
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from sop_engine.clock import ManualClock
 from sop_engine.errors import ConsentMissing, GuardFailed, InvalidInput
 from sop_engine.persistence.models import OutboxMessage, Task, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
@@ -64,7 +65,7 @@ def test_a_grant_for_another_agency_does_not_cover(
 
 
 def test_an_expired_grant_does_not_cover(
-    runtime: Runtime, caseworker: Actor, referral_in_action_plan: str
+    runtime: Runtime, clock: ManualClock, caseworker: Actor, referral_in_action_plan: str
 ) -> None:
     code = referral_in_action_plan
     grant = runtime.grant_consent(
@@ -79,7 +80,7 @@ def test_an_expired_grant_does_not_cover(
         expires_at=runtime.clock.now() + timedelta(hours=1),
     )
     runtime.withdraw_consent(code, grant.id, caseworker)
-    runtime.clock.advance(timedelta(hours=2))  # type: ignore[attr-defined]
+    clock.advance(timedelta(hours=2))
     assert short.expires_at is not None
     assert short.expires_at < runtime.clock.now()
     with pytest.raises(ConsentMissing, match="expired or was withdrawn"):

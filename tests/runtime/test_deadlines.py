@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from sop_engine.clock import ManualClock
 from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
@@ -17,7 +18,7 @@ from sop_engine.runtime.referrals import ReferralView
 TM, OUT, T = table(Timer), table(OutboxMessage), table(TimelineEntry)
 
 
-def _timers(runtime: Runtime, referral_id: str) -> list:  # type: ignore[type-arg]
+def _timers(runtime: Runtime, referral_id: str) -> list[Row[Any]]:
     with runtime.db.connect() as conn:
         return list(
             conn.execute(select(TM).where(TM.c.referral_id == referral_id).order_by(TM.c.id))
@@ -85,7 +86,7 @@ def test_each_level_escalates_once_to_its_roles(
                 T.c.referral_id == view.id, T.c.kind == "escalation"
             )
         ).all()
-    assert sorted(tuple(n) for n in notified) == sorted(  # type: ignore[type-var]
+    assert sorted(tuple(n) for n in notified) == sorted(
         [
             ("deadline_reminder", "caseworker", "TH-NGO-1"),  # level 1: the assignee
             ("deadline_escalated", "supervisor", "TH-NGO-1"),  # level 2: her supervisor

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from sop_engine.clock import ManualClock
 from sop_engine.errors import ConsentMissing, NotFound
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.disclosed import READ_ACTION, DisclosureWithdrawn
@@ -71,19 +72,27 @@ def test_withdrawal_stops_the_read_and_the_refusal_is_logged(
 
 
 def test_an_expired_grant_stops_the_read(
-    runtime: Runtime, caseworker: Actor, focal_point: Actor, referral_in_action_plan: str
+    runtime: Runtime,
+    clock: ManualClock,
+    caseworker: Actor,
+    focal_point: Actor,
+    referral_in_action_plan: str,
 ) -> None:
     code = referral_in_action_plan
     _send_for_return(runtime, caseworker, code, expires_at=runtime.clock.now() + timedelta(hours=1))
     assert set(runtime.read_disclosed(code, focal_point).fields) == DATASET
-    runtime.clock.advance(timedelta(hours=2))  # type: ignore[attr-defined]
+    clock.advance(timedelta(hours=2))
     with pytest.raises(DisclosureWithdrawn, match="was expired"):
         runtime.read_disclosed(code, focal_point)
     assert [outcome for _, outcome, _ in _reads(runtime, code)] == ["granted", "refused"]
 
 
 def test_withdrawal_stops_only_what_was_disclosed_under_that_grant(
-    runtime: Runtime, caseworker: Actor, focal_point: Actor, referral_in_action_plan: str
+    runtime: Runtime,
+    clock: ManualClock,
+    caseworker: Actor,
+    focal_point: Actor,
+    referral_in_action_plan: str,
 ) -> None:
     """The handoff disclosed five fields under the first grant; feedback later disclosed
     three under a second. Withdrawing the first leaves the second's three readable."""
@@ -91,7 +100,7 @@ def test_withdrawal_stops_only_what_was_disclosed_under_that_grant(
     first = _send_for_return(runtime, caseworker, code)
     for answer in ("acknowledge", "accept", "deliver"):
         runtime.fire(code, f"return_referral.{answer}", focal_point)
-    runtime.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
+    clock.advance(timedelta(days=1))
     second = runtime.grant_consent(
         code, scope="cross_border_return", actor=caseworker, given_by="survivor"
     )

@@ -169,6 +169,7 @@ def test_the_roles_agency_types_are_checked(
 
 def test_agency_types_are_a_tuple_never_a_bare_string() -> None:
     with pytest.raises(TypeError, match="tuple of types"):
+        # A bare string where a tuple belongs is the mistake under test.
         Actor("u-x", "caseworker", "TH-NGO-1", "ngo")  # type: ignore[arg-type]
 
 

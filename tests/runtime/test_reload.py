@@ -3,6 +3,7 @@ the first one left, so nothing lives only in memory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -37,7 +38,7 @@ def test_every_step_survives_a_reload(
         facts={"survivor_age": 29, "survivor_name": "Synthetic Survivor Reload"},
     )
     code = view.case_code
-    steps = [
+    steps: list[Callable[[], object]] = [
         lambda: runtime.grant_consent(
             code, scope="case_management", actor=caseworker, given_by="survivor"
         ),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from cli.main import cli
 from sop_engine.persistence.models import Referral, TimelineEntry, table
@@ -18,7 +19,7 @@ from sop_engine.timeline.entries import HEAD_MISMATCH
 T = table(TimelineEntry)
 
 
-def _entries(runtime: Runtime, code: str) -> list:  # type: ignore[type-arg]
+def _entries(runtime: Runtime, code: str) -> list[Row[Any]]:
     view = runtime.read_referral(code)
     with runtime.db.connect() as conn:
         return list(conn.execute(select(T).where(T.c.referral_id == view.id).order_by(T.c.seq)))

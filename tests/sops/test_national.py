@@ -182,7 +182,8 @@ def runtime(
 
 @pytest.fixture(params=NATIONALS, ids=lambda n: n.key)
 def national(request: pytest.FixtureRequest) -> National:
-    return request.param  # type: ignore[no-any-return]
+    chosen: National = request.param
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -349,10 +350,13 @@ def test_deadlines_are_the_baselines_and_only_the_top_rung_adds_national_bodies(
     national_roles = set(spec.roles) - set(baseline.roles)
     told: set[str] = set()
     for where, deadline in _deadlines(spec).items():
-        base = base_deadlines[where]
+        base_deadline = base_deadlines[where]
         if deadline.name != "acknowledge":  # compared with the handoffs above
-            assert (deadline.after, deadline.anchor) == (base.after, base.anchor), where
-        ladder, base_ladder = deadline.escalation, base.escalation
+            assert (deadline.after, deadline.anchor) == (
+                base_deadline.after,
+                base_deadline.anchor,
+            ), where
+        ladder, base_ladder = deadline.escalation, base_deadline.escalation
         assert [(lv.after, lv.template, lv.fire) for lv in ladder] == [
             (lv.after, lv.template, lv.fire) for lv in base_ladder
         ], where
@@ -371,9 +375,8 @@ def test_deadlines_are_the_baselines_and_only_the_top_rung_adds_national_bodies(
 
 
 def test_main_path_from_intake_to_closure(
-    runtime: Runtime, national: National, people: People
+    runtime: Runtime, clock: ManualClock, national: National, people: People
 ) -> None:
-    clock: ManualClock = runtime.clock  # type: ignore[assignment]
     code = _in_assessment(runtime, national, people, incident_at=START - 20 * H)
     assessed = {
         "risk_level": "medium",
@@ -444,9 +447,8 @@ def test_main_path_from_intake_to_closure(
 
 
 def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies(
-    runtime: Runtime, national: National, people: People
+    runtime: Runtime, clock: ManualClock, national: National, people: People
 ) -> None:
-    clock: ManualClock = runtime.clock  # type: ignore[assignment]
     code = _in_assessment(runtime, national, people, incident_at=START - 6 * H)
     sent = _refer_for_health_care(runtime, national, people, code)
     assert sent.state == "health_referral.sent"
@@ -462,7 +464,7 @@ def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies
     # time: every coordinator of the SOP and the national lead bodies. The runtime tells the
     # health provider's focal point (its task's slot), the managing agency's staff (roles at
     # the case_agency slot), and every holder of the SOP-wide roles (no agency).
-    expected = [
+    expected: list[set[tuple[str, str, str | None]]] = [
         {
             ("deadline_reminder", "agency_focal_point", national.hospital),
             ("deadline_reminder", "caseworker", national.ngo),

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from notifications.channels import InboxChannel
 from sop_engine.clock import ManualClock
@@ -31,9 +31,9 @@ def _escalations(runtime: Runtime) -> list[tuple[str, int]]:
     return [(row.referral_id, row.details["level"]) for row in rows]
 
 
-def _count(runtime: Runtime, table_: object) -> int:
+def _count(runtime: Runtime, table_: Table) -> int:
     with runtime.db.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(table_)) or 0)  # type: ignore[arg-type]
+        return int(conn.scalar(select(func.count()).select_from(table_)) or 0)
 
 
 def test_a_passed_deadline_is_escalated_once(
