@@ -191,6 +191,7 @@ SECRET = MasterKey.generate("k1").to_setting().split(":")[1]
         (f"k1:{SECRET}AAAA", "43 base64url characters"),
         (f"k1:{SECRET[:-1]}B", "not canonical"),
     ],
+    ids=["no-id", "empty-id", "space-in-id", "not-base64url", "short", "long", "not-canonical"],
 )
 def test_a_bad_master_key_setting_is_explained_without_echoing_the_key(
     setting: str, complaint: str
@@ -209,6 +210,7 @@ def test_a_bad_master_key_setting_is_explained_without_echoing_the_key(
         (f"k1:{SECRET},k2:{SECRET[:-3]}", "entry 2 .* 43 base64url"),
         (f"k1:{SECRET},k1:{MasterKey.generate().to_setting()[3:]}", "share a key id"),
     ],
+    ids=["empty", "empty-entry", "short-entry", "same-id"],  # the keys are random
 )
 def test_a_bad_keyring_setting_names_the_entry_without_echoing_keys(
     setting: str, complaint: str

@@ -27,11 +27,6 @@ SURVIVOR = "Synthetic Survivor Nalinee 7731"
 """A synthetic name, looked for in every response body: it must never appear."""
 
 
-@pytest.fixture(scope="session")
-def library() -> SopLibrary:
-    return SopLibrary.load([SOPS])
-
-
 @pytest.fixture
 def runtime(sqlite_engine: Engine, library: SopLibrary) -> Runtime:
     return Runtime(sqlite_engine, library, MasterKeyring(MasterKey.generate("test")))

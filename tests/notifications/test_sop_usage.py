@@ -3,18 +3,14 @@ exactly the context the runtime gives it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from notifications.catalogue import template_names
 from notifications.render import render
-from sop_engine.language.compiler import SopLibrary
+from tests.shipped import shipped_library
 
-ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = SopLibrary.load([ROOT / "sop_definitions"], template_names())
+LIBRARY = shipped_library()
 
-TRANSITION = {
+TRANSITION: dict[str, object] = {
     "case_code": "R7KQ-M2XD-9PTA",
     "event": "refer",
     "state": "s",
@@ -22,7 +18,7 @@ TRANSITION = {
     "ask": "Acknowledge the referral",
     "due_at": "2027-02-01T03:00:00+00:00",
 }
-ESCALATION = {
+ESCALATION: dict[str, object] = {
     "case_code": "R7KQ-M2XD-9PTA",
     "event": "escalation",
     "state": "s",
@@ -34,7 +30,7 @@ ESCALATION = {
 
 
 def _usages() -> list[tuple[str, str, str, dict[str, object]]]:
-    found = {}
+    found: dict[tuple[str, str, str, str], dict[str, object]] = {}
     for sop in LIBRARY:
         spec = sop.spec
         for t in spec.transitions:

@@ -36,11 +36,6 @@ ASSESSMENT = {
 _survivor_numbers = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def library() -> SopLibrary:
-    return SopLibrary.load([ROOT / "sop_definitions"])
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from notifications.catalogue import template_names
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.directory import ServiceDirectory, load_directory
@@ -37,11 +36,6 @@ START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 CORRIDOR = "example.corridor"
 AGENCY = "TH-SYN-LEGAL-BANGKOK"
 """A synthetic agency of the shipped directory, reached in its in-app inbox, reading Thai."""
-
-
-@pytest.fixture(scope="session")
-def library() -> SopLibrary:
-    return SopLibrary.load([ROOT / "sop_definitions"], template_names())
 
 
 @pytest.fixture(scope="session")
