@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, get_current_settings, temporary_settings
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sop_engine.errors import ConfigurationError, DefinitionError
 from sop_engine.settings import Settings, get_settings
-from workflows.deployments import deployments
 from workflows.runtime import flow_delivery, flow_runtime
 from workflows.server import (
     LocalPrefectServer,
@@ -34,12 +32,14 @@ from workflows.server import (
     shown_url,
     wait_until_healthy,
 )
-from workflows.serving import STOP_SIGNALS, serve
 
-__all__ = ["PREFECT_FOLDER", "WorkerStopping", "run_worker"]
+__all__ = ["PREFECT_FOLDER", "STOP_SIGNALS", "WorkerStopping", "run_worker"]
 
 PREFECT_FOLDER = "prefect"
 """The local Prefect server's home, inside the data folder."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals that stop the worker: :func:`workflows.serving.serve`'s own."""
 
 log = logging.getLogger("sop_engine.worker")
 
@@ -67,13 +67,20 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
     to start, which it logs.
 
     The settings come from the environment (:func:`get_settings`), where the flow runs,
-    each in a process of its own, read them too.
+    each in a process of its own, read them too. They, the database and the SOP library are
+    checked before Prefect is imported (seconds of start-up), so that a broken setting stops
+    the worker at once.
     """
     _configure_logging()
     with _StopSignals() as signals:
         try:
             settings = get_settings()
             _check_engine()
+            from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+            from workflows.deployments import deployments
+            from workflows.serving import serve
+
             with _prefect_api(settings, prefect_port, startup_timeout) as api:
                 where = f"a local Prefect server (pid {api.server_pid})"
                 where = where if api.local else "the Prefect server"
@@ -120,6 +127,8 @@ def _check_engine() -> None:
 
 @contextmanager
 def _prefect_api(settings: Settings, port: int, startup_timeout: float) -> Iterator[PrefectApi]:
+    from prefect.settings import get_current_settings
+
     external = get_current_settings().api.url
     if external:
         api_url = external.rstrip("/")
@@ -138,6 +147,8 @@ def _prefect_home(settings: Settings) -> Path:
 
 
 def _ui_url(api_url: str) -> str:
+    from prefect.settings import get_current_settings
+
     ui_url = get_current_settings().ui_url
     if ui_url:
         return ui_url

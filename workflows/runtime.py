@@ -77,10 +77,11 @@ def use_runtime(runtime: Runtime, delivery: Delivery | None = None) -> Iterator[
 @cache
 def _runtime_from_settings() -> Runtime:
     settings = get_settings()
+    keyring = settings.keyring()  # a missing key is found before seconds of migrating and compiling
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     library = load_library(engine, [settings.sop_dir], template_names())
-    return Runtime(engine, library, settings.keyring())
+    return Runtime(engine, library, keyring)
 
 
 @cache

@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -37,7 +38,6 @@ from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineE
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings
-from workflows.server import LocalPrefectServer
 
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
 DIRECTORY = Path(__file__).resolve().parents[2] / "sop_definitions" / "directory"
@@ -104,13 +104,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[LocalPrefectServer]:
-    """A real Prefect server, scheduler included, with its home and database in tmp_path."""
-    with LocalPrefectServer(tmp_path / "prefect-server", startup_timeout=90) as server:
-        yield server
 
 
 def _referral_already_due(
@@ -202,12 +195,22 @@ def _directory_with_channels(
     return folder
 
 
+STARTED = re.compile(
+    rb"local Prefect server \(pid (\d+)\) at (\S+); Prefect UI at (http://127\.0\.0\.1:\d+)"
+)
+
+
 @pytest.mark.slow
 def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
-    tmp_path: Path, prefect_server: LocalPrefectServer, library: SopLibrary
+    tmp_path: Path, library: SopLibrary
 ) -> None:
     """A deadline passes; the scheduled sweep escalates it; the scheduled dispatch delivers the
-    reminders to a real SMTP server and to a webhook receiver that verifies the signature."""
+    reminders to a real SMTP server and to a webhook receiver that verifies the signature.
+
+    The worker starts a Prefect server of its own, as on a fresh install (no
+    ``PREFECT_API_URL``): its database in the data folder, its UI reachable, and on SIGTERM
+    the worker stops serving, stops that server and exits 0. (One test for both: each real
+    Prefect server costs some 20 s of CPU.)"""
     referral, case_code = _referral_already_due(tmp_path / "data", library)
     other, other_code = _referral_already_due(tmp_path / "data", library, "TH-SYN-CBO-NONGKHAI")
     secret = "whsec_" + base64.b64encode(b"synthetic webhook secret 32bytes").decode()
@@ -221,7 +224,6 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     )
     env = _environment(
         tmp_path,
-        PREFECT_API_URL=prefect_server.api_url,
         PREFECT_RUNNER_POLL_FREQUENCY="2",
         SOP_ENGINE_SWEEP_INTERVAL_SECONDS="5",
         SOP_ENGINE_DISPATCH_INTERVAL_SECONDS="5",
@@ -241,6 +243,14 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
 
     try:
         with _worker(env, log) as worker:
+            _wait_for(lambda: STARTED.search(log.read_bytes()), 90, "the Prefect UI's address", log)
+            found = STARTED.search(log.read_bytes())
+            assert found is not None
+            server_pid, api_url, ui_url = int(found[1]), found[2].decode(), found[3].decode()
+            assert api_url == f"{ui_url}/api"
+            _wait_for(lambda: b"serving escalation-sweep" in log.read_bytes(), 30, "serving", log)
+            assert httpx.get(f"{api_url}/health", timeout=5).json() is True
+            assert httpx.get(ui_url, timeout=5).status_code == 200
             _wait_for(
                 lambda: count(T, T.c.referral_id == referral, T.c.kind == "escalation"),
                 90,
@@ -255,6 +265,11 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
             )
             _wait_for(lambda: mailbox.messages, 60, "the reminder by email", log)
             _wait_for(lambda: receiver.verified, 60, "the reminder by webhook", log)
+            runs = httpx.post(
+                f"{api_url}/flow_runs/filter",
+                json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+                timeout=10,
+            ).json()
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
     finally:
@@ -274,11 +289,6 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     assert SURVIVOR not in str(hook)
     assert other != referral
 
-    runs = httpx.post(
-        f"{prefect_server.api_url}/flow_runs/filter",
-        json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
-        timeout=10,
-    ).json()
     assert runs, "no completed flow runs"
     assert all(r["auto_scheduled"] and r["deployment_id"] for r in runs)  # the scheduler's
     assert all(r["parameters"] == {"batch_size": 100} for r in runs)
@@ -288,32 +298,14 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     assert SURVIVOR not in output
     assert all(case_code not in r["name"] for r in runs)
 
-
-@pytest.mark.slow
-def test_the_worker_starts_a_local_prefect_server_and_stops_it_on_sigterm(
-    tmp_path: Path,
-) -> None:
-    log = tmp_path / "worker.log"
-    with _worker(_environment(tmp_path), log) as worker:
-        started = re.compile(
-            rb"local Prefect server \(pid (\d+)\) at (\S+); Prefect UI at (http://127\.0\.0\.1:\d+)"
-        )
-        _wait_for(lambda: started.search(log.read_bytes()), 90, "the Prefect UI's address", log)
-        _wait_for(lambda: b"serving escalation-sweep" in log.read_bytes(), 30, "serving", log)
-        found = started.search(log.read_bytes())
-        assert found is not None
-        server_pid, api_url, ui_url = int(found[1]), found[2].decode(), found[3].decode()
-        assert api_url == f"{ui_url}/api"
-        assert httpx.get(f"{api_url}/health", timeout=5).json() is True
-        assert httpx.get(ui_url, timeout=5).status_code == 200
-        assert (tmp_path / "data" / "prefect" / "prefect.db").is_file()
-
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    assert "worker stopped" in log.read_text("utf-8")
+    # The worker's own server kept its runs in the data folder, and is gone.
+    assert "worker stopped" in output
     assert not _alive(server_pid)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{api_url}/health", timeout=5)
+    with sqlite3.connect(tmp_path / "data" / "prefect" / "prefect.db") as prefect_db:
+        kept = {row[0] for row in prefect_db.execute("SELECT id FROM flow_run")}
+    assert {r["id"] for r in runs} <= kept
 
 
 @pytest.mark.slow
@@ -332,14 +324,32 @@ def test_a_prefect_server_that_does_not_answer_is_a_clear_error(tmp_path: Path) 
     )
 
 
-@pytest.mark.slow
-def test_a_broken_setting_stops_the_worker_before_any_prefect_server_starts(
+def test_a_broken_setting_stops_the_worker_before_prefect_is_even_imported(
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "worker.log"
+    """``sop-engine worker`` with a broken setting exits 1 with the reason, having started no
+    Prefect server, nor paid for Prefect's import (seconds) before checking its settings."""
     env = _environment(tmp_path, SOP_ENGINE_ENVIRONMENT="production")  # and no master key
-    with _worker(env, log) as worker:
-        assert worker.wait(60) == 1
-    output = log.read_text("utf-8")
-    assert "cannot start the worker: SOP_ENGINE_MASTER_KEY must be set in production" in output
-    assert "Prefect server" not in output
+    code = (
+        "import sys\n"
+        "from cli.main import main\n"
+        "sys.argv = ['sop-engine', 'worker']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code, sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "1 []", done.stdout + done.stderr
+    assert "cannot start the worker: SOP_ENGINE_MASTER_KEY must be set in production" in done.stderr
+    assert "Prefect server" not in done.stderr
+    assert not (tmp_path / "data" / "prefect").exists()
+
+
+def test_the_worker_stops_on_the_signals_serving_stops_on() -> None:
+    from cli.worker import STOP_SIGNALS
+    from workflows.serving import STOP_SIGNALS as SERVING
+
+    assert STOP_SIGNALS == SERVING
