@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from sop_engine.errors import DefinitionError
-from sop_engine.language.source import MAX_FILE_BYTES, load_source, parse_source
+from sop_engine.language.source import MAX_FILE_BYTES, MAX_NODES, load_source, parse_source
 
 
 def test_on_off_yes_no_and_dates_stay_strings() -> None:
@@ -69,10 +68,9 @@ def test_alias_bomb_is_refused_fast() -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
-    started = time.monotonic()
-    with pytest.raises(DefinitionError, match="alias bomb"):
+    # A billion values if expanded; the count stops at the limit, whatever the clock says.
+    with pytest.raises(DefinitionError, match=f"more than {MAX_NODES} values \\(alias bomb"):
         parse_source("\n".join(lines))
-    assert time.monotonic() - started < 2
 
 
 def test_too_many_aliases_are_refused() -> None:
@@ -86,14 +84,20 @@ def test_deep_nesting_is_refused() -> None:
         parse_source("a: " + "[" * 100 + "]" * 100)
 
 
-def test_a_50_mb_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+def test_a_50_mb_file_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     big = tmp_path / "big.sop.yaml"
     with big.open("wb") as f:
         f.truncate(50 * 1024 * 1024)
-    started = time.monotonic()
+
+    def never(*_args: object, **_kwargs: object) -> str:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(Path, "read_text", never)
+    monkeypatch.setattr(Path, "read_bytes", never)
     with pytest.raises(DefinitionError, match="larger than"):
         load_source(big)
-    assert time.monotonic() - started < 1
 
 
 def test_large_text_is_refused_too() -> None:
