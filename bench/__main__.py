@@ -40,12 +40,12 @@ FULL = (
     SweepPlan(),
 )
 QUICK = (
-    Plan(referrals=20, warmup=50, events=100, repetitions=5),
-    ApiPlan(clients=8, referrals=2, warmup=24, events=64, repetitions=3),
-    MemoryPlan(small=500, large=5_000, warmup=50, events=200),
+    Plan(referrals=10, warmup=20, events=60, repetitions=3),
+    ApiPlan(clients=8, referrals=2, warmup=16, events=48, repetitions=3),
+    MemoryPlan(small=300, large=3_000, warmup=30, events=100),
     SweepPlan(referrals=200, timers=20_000, due=500, fired=2_000, repetitions=3, escalations=100),
 )
-"""Scaled down to check that every figure can be measured (about 35 s), not to judge it."""
+"""Scaled down to check that every figure can be measured (about 30 s), not to judge it."""
 FIRE_GOAL = 0.5
 """``Runtime.fire`` should run at half the baseline's speed or better."""
 API_FIRE_GOAL = 0.5
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench", description="Benchmarks of the referral runtime."
     )
     parser.add_argument(
-        "--quick", action="store_true", help="scaled down: about 35 s instead of about 4.5 min"
+        "--quick", action="store_true", help="scaled down: about 30 s instead of about 4.5 min"
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the figures here")
     parser.add_argument(

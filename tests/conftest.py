@@ -4,9 +4,10 @@ Databases: ``sqlite_engine`` and ``postgres_engine`` are migrated engines on a f
 for each test; ``engine`` runs a test once on each. SQLite databases are copies of one file
 migrated once per test process (copying it takes a millisecond, migrating a quarter of a
 second); migrations themselves are tested on empty databases (``tests/persistence``).
-PostgreSQL tests use a schema of their own on the server at ``SOP_ENGINE_TEST_POSTGRES_URL``
-(default: the local one, database ``test``) and are skipped when it cannot be reached,
-except in CI (``CI=true``), where they fail.
+PostgreSQL tests use the server at ``SOP_ENGINE_TEST_POSTGRES_URL`` (default: the local one,
+database ``test``): ``postgres_url`` is an empty schema of the test's own, ``postgres_engine``
+a database of its own copied from one migrated once per test process. They are skipped when
+the server cannot be reached, except in CI (``CI=true``), where they fail.
 """
 
 from __future__ import annotations
@@ -115,12 +116,40 @@ def postgres_url(postgres_server: Engine) -> Iterator[str]:
         connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def _autocommit(admin: Engine, statement: str) -> None:
+    """``CREATE DATABASE`` and ``DROP DATABASE`` cannot run inside a transaction."""
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(statement)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: Engine) -> Iterator[str]:
+    """The name of a database at the migrations' head, migrated once per test process, from
+    which each test's database is copied (``CREATE DATABASE ... TEMPLATE``: a tenth of a
+    second, against half a second to migrate)."""
+    name = f"sop_template_{uuid.uuid4().hex[:12]}"
+    _autocommit(postgres_server, f'CREATE DATABASE "{name}"')
+    try:
+        engine = make_engine(postgres_server.url.set(database=name).render_as_string(False))
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        yield name
+    finally:
+        _autocommit(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def postgres_engine(postgres_url: str) -> Iterator[Engine]:
-    engine = make_engine(postgres_url)
-    upgrade(engine)
+def postgres_engine(postgres_server: Engine, postgres_template: str) -> Iterator[Engine]:
+    """A migrated engine on a database of the test's own, copied from
+    :func:`postgres_template` and dropped after the test."""
+    name = f"sop_test_{uuid.uuid4().hex[:12]}"
+    _autocommit(postgres_server, f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    engine = make_engine(postgres_server.url.set(database=name).render_as_string(False))
     yield engine
     engine.dispose()
+    _autocommit(postgres_server, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(

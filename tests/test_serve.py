@@ -144,7 +144,13 @@ def test_serve_refuses_a_broken_sop_library(tmp_path: Path) -> None:
 def test_serve_with_worker_stops_both_and_leaves_no_process(tmp_path: Path) -> None:
     port, log = _free_port(), tmp_path / "serve.log"
     base = f"http://127.0.0.1:{port}"
-    with _serve(_environment(tmp_path), log, "--port", str(port)) as process:
+    # No flow run during the test: each would cost seconds of CPU, and stopping is what is
+    # tested here (tests/workflows/test_worker.py runs the flows).
+    quiet = {
+        "SOP_ENGINE_SWEEP_INTERVAL_SECONDS": "86400",
+        "SOP_ENGINE_DISPATCH_INTERVAL_SECONDS": "86400",
+    }
+    with _serve(_environment(tmp_path, **quiet), log, "--port", str(port)) as process:
         _wait_for(
             lambda: (
                 (_healthy(base) and b"serving escalation-sweep" in log.read_bytes())

@@ -18,7 +18,9 @@ from api.app import create_app
 from api.users import create_user
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.published import PublishedSources
 from sop_engine.runtime.engine import Runtime
+from tests.shipped import shipped_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 SOPS = ROOT / "sop_definitions"
@@ -56,6 +58,8 @@ def users(runtime: Runtime) -> Users:
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     app = create_app(runtime, sop_paths=[SOPS])
+    # What the app would read from SOPS on its first upload, read once per test process.
+    app.state.sop_sources = PublishedSources(runtime.db, [SOPS], files=shipped_documents())
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -486,11 +486,6 @@ def test_a_webhook_without_a_usable_address_is_final(
 # -- the in-app inbox ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def library() -> SopLibrary:
-    return SopLibrary.load([ROOT / "sop_definitions"])
-
-
 @pytest.fixture
 def runtime(engine: Engine, library: SopLibrary) -> Runtime:
     return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), ManualClock(START))

@@ -233,11 +233,6 @@ _survivor_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def library() -> SopLibrary:
-    return SopLibrary.load([ROOT / "sop_definitions"])
-
-
-@pytest.fixture(scope="module")
 def keyring() -> MasterKeyring:
     return MasterKeyring(MasterKey.generate("test"))
 

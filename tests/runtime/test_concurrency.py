@@ -2,9 +2,12 @@
 processes and sweep workers run against one PostgreSQL server (ARCHITECTURE.md, "Beyond one
 machine"), and as on a laptop, where several processes share one SQLite file.
 
-Each child process is started with the ``spawn`` method and builds its own engine and
-runtime from the database URL; no engine crosses a process boundary. Children import this
-module by name, so the ``children`` fixture puts its top folder on ``sys.path`` for them.
+Each child process is started with the ``forkserver`` method and builds its own engine and
+runtime from the database URL; no engine crosses a process boundary. The fork server imports
+this module (and with it SQLAlchemy and the runtime) once, and every child is forked from it
+instead of importing them anew as ``spawn`` would; it holds no engine, connection or thread
+of the test's. Children find this module by name, so the ``children`` fixture puts its top
+folder on ``sys.path`` before the fork server starts.
 
 What must hold: concurrent ``fire`` calls on one referral never lose an update (a loser gets
 :class:`ConcurrentChange`), concurrent sweeps claim disjoint timers and every due timer is
@@ -24,7 +27,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +181,7 @@ def _fire_in_process(db: Db, code: str, event_name: str, actor: Actor, payload: 
 class Children:
     """Starts child processes on the database of ``runtime`` (see the module docstring)."""
 
-    ctx: SpawnContext
+    ctx: ForkServerContext
     runtime: Runtime
     keyring: MasterKeyring
 
@@ -200,7 +203,9 @@ def children(runtime: Runtime, keyring: MasterKeyring, monkeypatch: pytest.Monke
     mode does not) so that they can import this module by name."""
     top = Path(__file__).resolve().parents[__name__.count(".")]
     monkeypatch.syspath_prepend(str(top))
-    return Children(mp.get_context("spawn"), runtime, keyring)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return Children(ctx, runtime, keyring)
 
 
 def _results(futures: list[Future[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from sop_engine.language.spec import DeadlineSpec, SopSpec
 from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.shipped import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = ROOT / "sop_definitions"
@@ -615,7 +616,7 @@ def _reaches_health_avoiding_justice(spec: SopSpec) -> bool:
 
 @pytest.fixture(scope="module")
 def whole_library() -> SopLibrary:
-    return SopLibrary.load([DEFINITIONS])
+    return shipped_library()
 
 
 @pytest.mark.parametrize(
