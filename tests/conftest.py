@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,12 @@ from sop_engine.persistence.migrate import upgrade
 from tests.shipped import shipped_library
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    # Set on some machines (CI's among them): every process the suite starts (the parallel
+    # workers, the servers, the children of the concurrency tests) would compile every module
+    # it imports anew, seconds each. Here they compile each once, as Python does by default.
+    sys.dont_write_bytecode = False
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
