@@ -126,7 +126,8 @@ def directory_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
-    Draft202012Validator.check_schema(directory_schema())
+    # Checked against the metaschema by tests/directory/test_directory_schema.py, not on
+    # every start.
     return Draft202012Validator(directory_schema())
 
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from sop_engine.directory import (
     AGENCY_TYPES,
     CONTACT_CHANNELS,
@@ -23,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _objects(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     every = {"file": schema, **schema["$defs"]}
     return {name: d for name, d in every.items() if d.get("type") == "object"}
+
+
+def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
+    Draft202012Validator.check_schema(directory_schema())
 
 
 def test_published_schema_file_is_the_one_the_engine_uses() -> None:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from sop_engine.language.build import KEYS
-from sop_engine.language.schema import schema, schema_problems
+from sop_engine.language.schema import _without_required, schema, schema_problems
 from sop_engine.language.source import parse_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,11 @@ def _properties(definition: dict[str, Any]) -> set[str]:
 def test_published_schema_file_is_the_one_the_engine_uses() -> None:
     published = json.loads((ROOT / "sop_definitions" / "sop.schema.json").read_text("utf-8"))
     assert published == schema()
+
+
+def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
+    Draft202012Validator.check_schema(schema())
+    Draft202012Validator.check_schema(_without_required(schema()))
 
 
 def test_loader_keys_equal_schema_properties() -> None:
