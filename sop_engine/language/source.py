@@ -17,10 +17,10 @@ fault is.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 import yaml.reader
@@ -81,6 +81,36 @@ class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _FastLoader(Composer, CParser, _Resolver):
+        """libyaml scans and parses (most of the time of reading a file); PyYAML's composer
+        builds the nodes from its events, so that aliases are counted as they arrive."""
+
+        def __init__(self, stream: str) -> None:
+            # libyaml reports offsets in the UTF-8 bytes; PyYAML's reader checks the
+            # characters first and reports them by character.
+            found = Reader.NON_PRINTABLE.search(stream)
+            if found:
+                raise yaml.reader.ReaderError(
+                    "<unicode string>",
+                    found.start(),
+                    ord(found.group()),
+                    "unicode",
+                    "special characters are not allowed",
+                )
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            _Resolver.__init__(self)
+
+    # The same interface as _Loader's for parse_source (compose_node, check_event,
+    # peek_event, get_single_node, dispose), from other bases.
+    _LOADER = cast(Callable[[str], _Loader], _FastLoader)
+else:  # pragma: no cover - PyYAML without libyaml
+    _LOADER = _Loader
 
 
 class _TooLarge(Exception):
@@ -215,7 +245,7 @@ def parse_source(text: str, file: str = "<string>") -> SourceDocument:
             [Problem(file, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB; refused")]
         )
     try:
-        loader = _Loader(text)
+        loader = _LOADER(text)
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
         raise DefinitionError(

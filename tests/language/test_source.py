@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from sop_engine.errors import DefinitionError
+from sop_engine.language import source
 from sop_engine.language.source import MAX_FILE_BYTES, MAX_NODES, load_source, parse_source
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_on_off_yes_no_and_dates_stay_strings() -> None:
@@ -132,3 +135,34 @@ def test_control_characters_are_a_definition_error() -> None:
     """Regression: a control character escaped as a raw yaml ReaderError."""
     with pytest.raises(DefinitionError, match=r"f.yaml:2: character 0x001f is not allowed"):
         parse_source("a: 1\nb: \x1f\n", "f.yaml")
+
+
+def _every_sop_text() -> list[Path]:
+    root = Path(__file__).resolve().parents[2]
+    return sorted([*(root / "sop_definitions").rglob("*.sop.yaml"), *FIXTURES.rglob("*.sop.yaml")])
+
+
+@pytest.mark.parametrize("path", _every_sop_text(), ids=lambda p: p.name)
+def test_libyaml_and_pure_python_read_every_file_alike(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With libyaml the scanner and parser are C (seven times faster); the documents, their
+    locations and the refusals must be what PyYAML's own reader gives."""
+    text = path.read_text("utf-8")
+
+    def read() -> object:
+        try:
+            doc = parse_source(text, path.name)
+        except DefinitionError as exc:
+            return [(p.line, p.message.split(":")[0]) for p in exc.problems]
+        return (doc.data, doc.locations)
+
+    fast = read()
+    monkeypatch.setattr(source, "_LOADER", source._Loader)
+    assert read() == fast
+
+
+def test_a_control_character_after_other_scripts_is_placed_on_its_line() -> None:
+    text = "title: ການສົ່ງຕໍ່\ndescription: ส่งต่อ\nkey: a\x1fb\n"
+    with pytest.raises(DefinitionError, match=r"f.yaml:3: character 0x001f is not allowed"):
+        parse_source(text, "f.yaml")
