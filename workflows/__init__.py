@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sop_engine.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from workflows.deployments import deployments
@@ -24,29 +25,25 @@ if TYPE_CHECKING:
     from workflows.server import LocalPrefectServer, PrefectServerError, wait_until_healthy
     from workflows.serving import serve
 
-_HOMES = {
-    "deployments": "workflows.deployments",
-    "escalation_sweep": "workflows.flows",
-    "outbox_dispatch": "workflows.flows",
-    "Delivery": "workflows.runtime",
-    "flow_delivery": "workflows.runtime",
-    "flow_runtime": "workflows.runtime",
-    "use_runtime": "workflows.runtime",
-    "LocalPrefectServer": "workflows.server",
-    "PrefectServerError": "workflows.server",
-    "wait_until_healthy": "workflows.server",
-    "serve": "workflows.serving",
-}
-"""Where each name lives: the package imports a module (and Prefect with it) only when one
-of its names is used, so that ``sop-engine worker`` can check its settings, database and SOP
-library before paying for Prefect's import."""
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'workflows' has no attribute {name!r}")
-    return getattr(import_module(home), name)
+__getattr__ = lazy_exports(
+    globals(),
+    {
+        "deployments": "workflows.deployments",
+        "escalation_sweep": "workflows.flows",
+        "outbox_dispatch": "workflows.flows",
+        "Delivery": "workflows.runtime",
+        "flow_delivery": "workflows.runtime",
+        "flow_runtime": "workflows.runtime",
+        "use_runtime": "workflows.runtime",
+        "LocalPrefectServer": "workflows.server",
+        "PrefectServerError": "workflows.server",
+        "wait_until_healthy": "workflows.server",
+        "serve": "workflows.serving",
+    },
+)
+"""Each name is imported from its module (and Prefect with it) only when it is used, so that
+``sop-engine worker`` can check its settings, database and SOP library before paying for
+Prefect's import."""
 
 
 __all__ = [

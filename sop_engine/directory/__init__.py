@@ -15,8 +15,7 @@ published JSON Schema), ``entries`` (one entry's own checks), ``checks`` (across
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sop_engine.directory.vocabulary import (
     AGENCY_TYPES,
@@ -26,6 +25,7 @@ from sop_engine.directory.vocabulary import (
     LANGUAGES,
     SERVICES,
 )
+from sop_engine.lazy import lazy_exports
 
 __all__ = [
     "AGENCY_TYPES",
@@ -55,24 +55,18 @@ if TYPE_CHECKING:
     )
     from sop_engine.directory.schema import directory_schema
 
-_LAZY = {
-    "directory_files": "loader",
-    "load_directory": "loader",
-    "Agency": "model",
-    "BorderPoint": "model",
-    "Corridor": "model",
-    "Hotline": "model",
-    "ServiceDirectory": "model",
-    "directory_schema": "schema",
-}
+__getattr__ = lazy_exports(
+    globals(),
+    {
+        "directory_files": "sop_engine.directory.loader",
+        "load_directory": "sop_engine.directory.loader",
+        "Agency": "sop_engine.directory.model",
+        "BorderPoint": "sop_engine.directory.model",
+        "Corridor": "sop_engine.directory.model",
+        "Hotline": "sop_engine.directory.model",
+        "ServiceDirectory": "sop_engine.directory.model",
+        "directory_schema": "sop_engine.directory.schema",
+    },
+)
 """Imported on first use: the loader and its JSON Schema cost a tenth of a second, which
 commands that only need the vocabularies (a help text) should not pay."""
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
