@@ -252,14 +252,19 @@ def _compile(
             )
             failed.add(ref)
             continue
-        check = checked.get(ref, _Checked(in_full=False))
-        result = _compile_one(doc, templates, check)
-        if isinstance(result, CompiledSop) and check.salvage is None:
+        # A salvaged document never compiles: _compile_one gives its problems.
+        result = _compile_one(doc, templates, checked.get(ref, _Checked(in_full=False)))
+        if isinstance(result, CompiledSop):
             compiled.append(result)
         else:
-            problems.extend(result if isinstance(result, list) else [])
+            problems.extend(result)
             failed.add(ref)
-    return compiled, sorted(set(problems), key=lambda p: (p.file, p.line, p.message))
+    return compiled, _in_order(problems)
+
+
+def _in_order(problems: Iterable[Problem]) -> list[Problem]:
+    """Each problem once, by file, line and message."""
+    return sorted(set(problems), key=lambda p: (p.file, p.line, p.message))
 
 
 def _load_all(paths: Iterable[Path]) -> tuple[list[SourceDocument], list[Problem]]:
@@ -279,7 +284,7 @@ def compile_paths(
     """Discover, parse and compile SOP files; return what compiled and every problem."""
     docs, problems = _load_all(discover(paths))
     compiled, found = compile_documents(docs, templates)
-    return compiled, sorted({*problems, *found}, key=lambda p: (p.file, p.line, p.message))
+    return compiled, _in_order([*problems, *found])
 
 
 def compile_with_library(
@@ -301,10 +306,7 @@ def compile_with_library(
     compiled, found = _compile([*docs, *parents.docs], templates, parents.elsewhere)
     return (
         [c for c in compiled if c.spec.file in mine],
-        sorted(
-            {p for p in (*problems, *found) if p.file in mine},
-            key=lambda p: (p.file, p.line, p.message),
-        ),
+        _in_order(p for p in (*problems, *found) if p.file in mine),
     )
 
 
