@@ -32,10 +32,24 @@ def test_every_sop_has_a_fresh_summary_and_diagram() -> None:
 def test_summary_names_deadlines_datasets_consent_and_sources() -> None:
     page = (DOCS / "mekong.baseline.md").read_text("utf-8")
     assert "**pep_window** 72h from `incident_at`" in page
-    assert "| `health_referral` (clinical care) | `health_provider` | `health_referral` |" in page
+    assert (
+        "| `health_referral` (clinical care) | managing agency | `health_provider` "
+        "| `health_referral` |" in page
+    )
     assert "**override** (life_at_risk)" in page
     assert "Clinical management of rape and intimate partner violence survivors" in page
     assert "```mermaid\n---\ntitle:" in page
+
+
+def test_summary_says_which_agency_fires_each_event() -> None:
+    page = (DOCS / "corridor.th-la.md").read_text("utf-8")
+    assert "| `report_family_assessment` | family_assessment | agency_focal_point | " \
+        "`receiving_focal_point` |" in page  # fmt: skip
+    assert "| `reintegration_referral` (reintegration) | `receiving_focal_point` |" in page
+    assert (
+        "| `close_case` | action_plan, follow_up | caseworker, supervisor | managing agency |"
+        in page
+    )
 
 
 def test_docs_check_reports_a_stale_page(tmp_path: Path) -> None:

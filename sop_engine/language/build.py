@@ -24,6 +24,7 @@ from typing import Any
 from sop_engine.language.source import DataPath, SourceDocument
 from sop_engine.language.spec import (
     HANDOFF_STAGES,
+    MANAGING_AGENCY,
     AgencySlot,
     ConsentScope,
     DataCategory,
@@ -88,6 +89,7 @@ KEYS: Mapping[str, frozenset[str]] = {
         {
             "to",
             "role",
+            "sender",
             "sender_roles",
             "consent",
             "override",
@@ -117,6 +119,7 @@ KEYS: Mapping[str, frozenset[str]] = {
             "from",
             "to",
             "roles",
+            "agencies",
             "guard",
             "sets",
             "consent",
@@ -268,6 +271,7 @@ def _handoff(r: _Reader, name: str) -> HandoffSpec:
         decline_reasons=r.names("decline_reasons"),
         reason_required=bool(r("reason_required", True)),
         notify=_notifications(r, "notify"),
+        sender=r("sender", MANAGING_AGENCY),
         where=r.where(),
     )
 
@@ -318,6 +322,7 @@ def _handoff_transitions(h: HandoffSpec) -> list[TransitionSpec]:
             target=target,
             roles=roles,
             handoff=n,
+            agencies=(h.sender,) if action == "revoke" else (h.to,),
             where=h.where,
         )
 
@@ -453,6 +458,7 @@ def build_spec(doc: SourceDocument) -> SopSpec:
                 discloses=Disclosure(dr("to"), dr.names("fields"), dr.where()) if d else None,
                 notify=_notifications(t, "notify"),
                 description=t("description", ""),
+                agencies=t.names("agencies") or (MANAGING_AGENCY,),
                 where=t.where(),
             )
         )

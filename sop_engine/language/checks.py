@@ -10,6 +10,9 @@ Each function returns every problem it finds (never stopping at the first):
   written justification and a sign-off;
 * :func:`header_problems`: dates, jurisdiction and time zone.
 
+No escalation fires another agency's transition (a handoff's answer, or a transition the
+managing agency may not fire): it would act in that agency's place.
+
 Guards are compiled here too (:func:`compile_guards`), since a guard that does not compile
 or names an unknown fact is a definition error like any other. References are checked in
 :mod:`references`.
@@ -22,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from sop_engine.errors import Problem
+from sop_engine.language.acting import slot_names
 from sop_engine.language.guards import CompiledGuard, GuardCompileError, compile_guard
 from sop_engine.language.report import (
     Report,
@@ -32,6 +36,7 @@ from sop_engine.language.report import (
 )
 from sop_engine.language.spec import (
     CASE_REFERENCE,
+    MANAGING_AGENCY,
     DeadlineSpec,
     Disclosure,
     SopSpec,
@@ -243,6 +248,12 @@ def _moves_case(t: TransitionSpec, spec: SopSpec) -> bool:
     return t.discloses is not None or (target is not None and target.stage == "sent")
 
 
+def _acts_for_another(t: TransitionSpec) -> bool:
+    """Whether ``t`` is another agency's to fire: a handoff's answer, or not the managing
+    agency's."""
+    return t.answers_handoff or MANAGING_AGENCY not in t.agencies
+
+
 def _ladder_problems(r: Report, spec: SopSpec, state: str, d: DeadlineSpec, user: str) -> None:
     ctx = f"deadline {d.name!r}: "
     if not d.escalation:
@@ -262,6 +273,15 @@ def _ladder_problems(r: Report, spec: SopSpec, state: str, d: DeadlineSpec, user
             r.add(
                 lv.where.of("fire"),
                 f"{ctx}escalation fires {lv.fire!r}, which cannot fire from {user!r}",
+                state=user,
+            )
+        foreign = next((t for t in candidates if _acts_for_another(t)), None)
+        if foreign is not None:
+            r.add(
+                lv.where.of("fire"),
+                f"{ctx}escalation fires {lv.fire!r}, which is for "
+                f"{slot_names(foreign.agencies)} to fire; escalations act for the managing "
+                "agency, never in another agency's place",
                 state=user,
             )
         if any(_moves_case(t, spec) for t in candidates):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sop_engine.errors import DefinitionError, NotFound, Problem
-from sop_engine.language import checks, references
+from sop_engine.language import acting, checks, references
 from sop_engine.language.build import build_spec
 from sop_engine.language.guards import CompiledGuard
 from sop_engine.language.inherit import ref_of, resolve_extends
@@ -120,6 +120,7 @@ def _later_stages(
         *references.reference_problems(spec, templates),
         *guard_problems,
         *checks.rule_problems(spec),
+        *acting.acting_problems(spec),
     ]
     if salvage is None:
         return guards, [*found, *checks.graph_problems(spec)], spec

@@ -22,6 +22,7 @@ from sop_engine.language.report import (
 from sop_engine.language.spec import (
     BUILTIN_ANCHORS,
     CASE_REFERENCE,
+    MANAGING_AGENCY,
     DeadlineSpec,
     EscalationLevel,
     Notification,
@@ -43,6 +44,7 @@ class _References:
         self.known: dict[str, Collection[str]] = {
             "role": spec.roles,
             "agency": spec.agencies,
+            "acting agency": {*spec.agencies, MANAGING_AGENCY},
             "fact": spec.facts,
             "data category": {*spec.data_categories, CASE_REFERENCE},
             "dataset field": disclosable_fields(spec),
@@ -60,7 +62,7 @@ class _References:
     def ref(self, where: Where, kind: str, name: str | None, state: str | None, ctx: str) -> None:
         if kind == "template" and self.templates is None:
             return
-        shown = "state" if kind == "target state" else kind
+        shown = {"target state": "state", "acting agency": "agency"}.get(kind, kind)
         self.report.ref(where, shown, name, self.known[kind], state=state, context=ctx)
 
     def notifications(self, items: Iterable[Notification], state: str | None, ctx: str) -> None:
@@ -139,6 +141,7 @@ class _References:
             at, name = h.where.of, h.name
             self.ref(at("to"), "agency", h.to, name, ctx)
             self.ref(at("role"), "role", h.role, name, ctx)
+            self.ref(at("sender"), "acting agency", h.sender, name, ctx)
             for role in h.sender_roles:
                 self.ref(at("sender_roles"), "role", role, name, ctx)
             self.ref(at("consent"), "consent scope", h.consent, name, ctx)
@@ -165,6 +168,8 @@ class _References:
             self.ref(at("to"), "state", t.target, state, ctx)
             for role in t.roles:
                 self.ref(at("roles"), "role", role, state, ctx)
+            for agency in t.agencies:
+                self.ref(at("agencies"), "acting agency", agency, state, ctx)
             for fact in t.sets:
                 self.ref(at("sets"), "fact", fact, state, ctx)
             self.ref(at("consent"), "consent scope", t.consent, state, ctx)

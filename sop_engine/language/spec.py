@@ -17,7 +17,9 @@ __all__ = [
     "BUILTIN_ANCHORS",
     "BUILTIN_FIELDS",
     "CASE_REFERENCE",
+    "HANDOFF_ANSWERS",
     "HANDOFF_STAGES",
+    "MANAGING_AGENCY",
     "AgencySlot",
     "ConsentScope",
     "DataCategory",
@@ -54,6 +56,13 @@ BUILTIN_ANCHORS = ("entered", "incident_at", "disclosed_at", "created_at")
 
 HANDOFF_STAGES = ("sent", "acknowledged", "accepted")
 """The waiting stages of a handoff; declined, delivered and revoked leave it."""
+
+HANDOFF_ANSWERS = ("acknowledge", "accept", "decline", "deliver")
+"""A handoff's events that only the receiving agency fires."""
+
+MANAGING_AGENCY = "managing_agency"
+"""The agency that manages the referral (its owner), as transitions and handoffs name it
+among the SOP's agency slots: who fires a transition that names no ``agencies``."""
 
 
 K = TypeVar("K")
@@ -243,7 +252,20 @@ class TransitionSpec:
     description: str = ""
     handoff: str | None = None
     """For the transitions a handoff generates: its name (the action is ``event``'s suffix)."""
+    agencies: tuple[str, ...] = (MANAGING_AGENCY,)
+    """The agency slots whose agency may fire it (:data:`MANAGING_AGENCY`: the referral's
+    owner)."""
     where: Where = _NOWHERE
+
+    @property
+    def action(self) -> str | None:
+        """For a handoff's own transitions: acknowledge, accept, decline, deliver or revoke."""
+        return self.event.rsplit(".", 1)[-1] if self.handoff is not None else None
+
+    @property
+    def answers_handoff(self) -> bool:
+        """Whether it is a handoff's answer, which only the receiving agency gives."""
+        return self.action in HANDOFF_ANSWERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +293,8 @@ class HandoffSpec:
     decline_reasons: tuple[str, ...] = ()
     reason_required: bool = True
     notify: tuple[Notification, ...] = ()
+    sender: str = MANAGING_AGENCY
+    """The agency slot that sends the referral and alone may revoke it."""
     where: Where = _NOWHERE
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sop_engine.language.diagram import format_duration, mermaid
-from sop_engine.language.spec import DeadlineSpec, EscalationLevel, SopSpec
+from sop_engine.language.spec import MANAGING_AGENCY, DeadlineSpec, EscalationLevel, SopSpec
 
 __all__ = ["summary"]
 
@@ -87,8 +87,8 @@ def _handoffs(spec: SopSpec) -> list[str]:
     lines = [
         "## Handoffs (sent, acknowledged, accepted or declined, delivered; revoked by the sender)",
         "",
-        "| handoff | to | consent | dataset | acknowledge within | escalation |",
-        "|---|---|---|---|---|---|",
+        "| handoff | sent by | to | consent | dataset | acknowledge within | escalation |",
+        "|---|---|---|---|---|---|---|",
     ]
     for h in spec.handoffs.values():
         basis = f"`{h.consent}`" if h.consent else "override"
@@ -98,9 +98,27 @@ def _handoffs(spec: SopSpec) -> list[str]:
         if h.deliver_within:
             times += f"; deliver within {format_duration(h.deliver_within)}"
         lines.append(
-            f"| `{h.name}` ({_cell(h.service)}) | `{h.to}` | {basis} | {', '.join(h.dataset)} "
+            f"| `{h.name}` ({_cell(h.service)}) | {_acting((h.sender,))} | `{h.to}` | {basis} "
+            f"| {', '.join(h.dataset)} "
             f"| {times} | {_ladder(h.escalation)} |"
         )
+    return [*lines, ""]
+
+
+def _acting(slots: tuple[str, ...]) -> str:
+    return ", ".join("managing agency" if a == MANAGING_AGENCY else f"`{a}`" for a in slots)
+
+
+def _who_acts(spec: SopSpec) -> list[str]:
+    lines = ["## Who acts", "",
+             "Each event is fired only by the named roles at the named agencies; a handoff's "
+             "answers belong to its receiving agency, its revoke to its sender.", "",
+             "| event | from | roles | agencies |", "|---|---|---|---|"]  # fmt: skip
+    for t in spec.transitions:
+        if t.handoff is not None:
+            continue
+        froms = ", ".join(dict.fromkeys(spec.states[s].handoff or s for s in t.sources))
+        lines.append(f"| `{t.event}` | {froms} | {', '.join(t.roles)} | {_acting(t.agencies)} |")
     return [*lines, ""]
 
 
@@ -144,6 +162,7 @@ def summary(spec: SopSpec) -> str:
         *_header(spec),
         *_steps(spec),
         *_handoffs(spec),
+        *_who_acts(spec),
         *_disclosures(spec),
         *_sources(spec),
         "## Diagram",

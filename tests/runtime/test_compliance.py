@@ -134,14 +134,13 @@ def test_by_agency_each_agency_answers_for_its_own_tasks(
 def test_by_country_the_agency_works_where_the_sop_places_its_slot(
     scenario: Runtime, clock: ManualClock
 ) -> None:
-    """The hospital's slot is declared in TH, the focal point's at the destination (LA); the
-    managing agency's slot declares no country, and the referral crosses a border: unknown."""
+    """The hospital's slot is declared in TH, the focal point's at the destination (LA), the
+    managing agency's at the origin (TH)."""
     clock.set(START + timedelta(hours=3))
     found = rows(scenario, "country")
-    assert list(found) == ["LA", "TH", None]
-    assert counts(found["TH"]) == (0, 1, 0, 1, 1, 0, 2)
+    assert list(found) == ["LA", "TH"]
+    assert counts(found["TH"]) == (7, 2, 1, 1, 1, 1, 4)
     assert counts(found["LA"]) == (0, 0, 0, 1, 0, 0, 0)
-    assert counts(found[None]) == (7, 1, 1, 0, 0, 1, 2)
 
 
 def test_by_the_referrals_countries(scenario: Runtime, clock: ManualClock) -> None:
