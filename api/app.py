@@ -45,7 +45,8 @@ def create_app(
     over ``max_request_bytes`` is answered 413 (see :mod:`api.limits`). ``auth`` says which
     bearer tokens are accepted (by default local tokens only; see :mod:`api.oidc`).
     ``directory`` is the service directory read from its files; the entries coordinators keep
-    through the API lie over it (none given: only those).
+    through the API lie over it (none given: the runtime's, whose agencies alone may receive
+    a referral).
     """
     app = FastAPI(
         title="sop-engine",
@@ -56,7 +57,7 @@ def create_app(
     app.state.sop_paths = tuple(sop_paths)
     app.state.templates = templates
     app.state.auth = auth or BearerAuth()
-    app.state.directory = directory if directory is not None else ServiceDirectory()
+    app.state.directory = directory if directory is not None else runtime.services.directory
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.include_router(health.router)

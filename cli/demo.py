@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.directory.model import Agency, ServiceDirectory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
@@ -36,6 +37,33 @@ FOCAL_POINT = Actor(
 )
 
 
+def _demo_agency(agency_id: str, country: str, kind: str) -> Agency:
+    return Agency(
+        id=agency_id,
+        name=f"Synthetic demo agency {agency_id}",
+        country=country,
+        province="synthetic",
+        agency_types=(kind,),
+        services=("case_management",),
+        languages=("en",),
+        corridors=("TH-LA",),
+        contact_channel="phone",
+        accepts_new_cases=True,
+        source="invented for the demo",
+        last_verified=START.date(),
+        synthetic=True,
+    )
+
+
+DIRECTORY = ServiceDirectory(
+    (
+        _demo_agency("TH-NGO-DEMO", "TH", "ngo"),
+        _demo_agency("LA-SW-DEMO", "LA", "government_social_welfare"),
+    )
+)
+"""The demo's own directory: two invented agencies, so that no real body is named."""
+
+
 def run_demo(sop_dir: Path, templates: frozenset[str], echo: Callable[[str], None]) -> bool:
     """Run the scenario; print as it goes; return whether every timeline verified."""
     with tempfile.TemporaryDirectory(prefix="sop-engine-demo-") as folder:
@@ -44,7 +72,8 @@ def run_demo(sop_dir: Path, templates: frozenset[str], echo: Callable[[str], Non
             upgrade(engine)
             library = SopLibrary.load([sop_dir], templates)
             clock = ManualClock(START)
-            runtime = Runtime(engine, library, MasterKeyring(MasterKey.generate("demo")), clock)
+            keys = MasterKeyring(MasterKey.generate("demo"))
+            runtime = Runtime(engine, library, keys, clock, directory=DIRECTORY)
             return _scenario(runtime, clock, echo)
         finally:
             engine.dispose()

@@ -31,11 +31,13 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
 from api.oidc import BearerAuth
 from notifications.catalogue import template_names
+from sop_engine.clock import SystemClock
 from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.errors import ConfigurationError, DefinitionError
@@ -103,8 +105,8 @@ def build_app() -> FastAPI:
         reason = getattr(exc, "orig", None) or exc
         raise ServeError(f"cannot use the database at {shown}: {reason}") from None
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
-    runtime = Runtime(engine, library, keyring)
-    directory = _service_directory(runtime, settings.resolved_directory_dir())
+    directory = _service_directory(engine, settings.resolved_directory_dir())
+    runtime = Runtime(engine, library, keyring, directory=directory)
     return create_app(
         runtime,
         sop_paths=[settings.sop_dir],
@@ -115,14 +117,14 @@ def build_app() -> FastAPI:
     )
 
 
-def _service_directory(runtime: Runtime, folder: Path) -> ServiceDirectory:
+def _service_directory(engine: Engine, folder: Path) -> ServiceDirectory:
     """The directory's files, checked with the entries kept through the API over them."""
-    today = runtime.clock.now().date()
+    today = SystemClock().now().date()
     try:
         directory = load_directory(folder, today=today)
-        ManagedDirectory(runtime.db, directory).snapshot(today)
+        ManagedDirectory(engine, directory).snapshot(today)
     except DefinitionError as exc:
-        runtime.db.dispose()
+        engine.dispose()
         raise ServeError(f"the service directory in {folder} is broken:\n{exc.report()}") from None
     return directory
 

@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from notifications.catalogue import template_names
 from notifications.channels import Channel
 from notifications.dispatch import build_channels
-from sop_engine.directory import ServiceDirectory
+from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import load_managed_directory
 from sop_engine.language.published import load_library
 from sop_engine.persistence.db import make_engine
@@ -81,7 +81,8 @@ def _runtime_from_settings() -> Runtime:
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
     library = load_library(engine, [settings.sop_dir], template_names())
-    return Runtime(engine, library, keyring)
+    directory = load_directory(settings.resolved_directory_dir())
+    return Runtime(engine, library, keyring, directory=directory)
 
 
 @cache

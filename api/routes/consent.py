@@ -79,9 +79,12 @@ def grant_consent(
     body: ConsentGrantCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> ConsentGrantRecorded:
-    """Record consent for one of the SOP's consent scopes (422 naming the field when the
-    scope is unknown, the person consenting does not fit the survivor's age, the child's
-    assent or a substitute's reason is missing, or ``expires_at`` has passed)."""
+    """Record consent for one of the SOP's consent scopes: to whom (one agency of the
+    directory, or a type of agency in a country) and which of the scope's data categories.
+    422 naming the field when the scope is unknown, the agency is not in the directory (with a
+    "did you mean") or does not fit the scope, a category is not the scope's, the person
+    consenting does not fit the survivor's age, the child's assent or a substitute's reason
+    is missing, or ``expires_at`` has passed."""
     _managed(runtime, case_code, user, "consent.grant")
     actor = actor_of(user)
 
@@ -95,6 +98,9 @@ def grant_consent(
             assent=body.assent,
             substitute_reason=body.substitute_reason,
             recipient_agency_id=body.recipient_agency_id,
+            recipient_agency_type=body.recipient_agency_type,
+            country=body.country,
+            data_categories=body.data_categories,
             expires_at=body.expires_at,
         )
         return ConsentGrantPublic.of(grant, runtime.clock.now()).model_dump(mode="json")

@@ -83,16 +83,13 @@ def read_referral(
     Every read is access-logged with the fact names shown; a 404 as refused."""
     actor = actor_of(user)
     try:
-        view = _visible(runtime, case_code, user)
+        view = runtime.read_as_agency(case_code, actor)
     except NotFound:
         runtime.log_access(actor, READ_ACTION, case_code=case_code, outcome="refused")
         raise
-    if user.agency_id == view.owner_agency_id:
-        public = ReferralPublic.of(view)
-    else:
-        assert user.agency_id is not None  # _visible found the agency taking part
-        held = runtime.disclosed_fields(case_code, user.agency_id)
-        public = ReferralPublic.shared(view, user.agency_id, held.readable)
+    public = ReferralPublic.of(view)
+    if user.agency_id != view.owner_agency_id:
+        public = public.as_seen_by(user.agency_id)
     runtime.log_access(actor, READ_ACTION, case_code=case_code, fields=list(public.facts))
     response.headers["ETag"] = f'"{view.version}"'
     return public

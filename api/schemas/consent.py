@@ -65,7 +65,17 @@ class ConsentGrantCreate(BaseModel):
     substitute_reason: str | None = Field(default=None, max_length=2000)
     """Why a trusted adult or the caseworker consents instead of the caregiver."""
     recipient_agency_id: str | None = Field(default=None, min_length=1, max_length=100)
-    """Limit the grant to one agency in the scope's recipient slot (None: whichever)."""
+    """The one agency of the service directory the survivor agrees to (it must fit the
+    scope's agency slot and country). None: the agency already filling the slot (the
+    managing agency, for case management), else agencies of ``recipient_agency_type`` in
+    ``country``."""
+    recipient_agency_type: str | None = Field(default=None, min_length=1, max_length=64)
+    """Without one agency: the type of agency agreed to (None: any type the slot takes)."""
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    """Without one agency: the country agreed to; needed when the scope and its slot name
+    none (a regional or corridor SOP)."""
+    data_categories: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    """The data categories agreed to: some of the scope's (None: all of them)."""
     expires_at: CaseTime | None = None
     """Must be in the future; None: the scope's ``valid_for``, if it has one."""
     survivor_age: int | None = Field(default=None, ge=0, le=130)
@@ -78,6 +88,8 @@ class ConsentGrantPublic(BaseModel):
     purpose: str
     recipient_slot: str
     recipient_agency_id: str | None
+    recipient_types: list[str] | None
+    """Without one agency: the agency types agreed to (None: any the slot takes)."""
     data_categories: list[str]
     country: str
     given_by: str
@@ -102,6 +114,7 @@ class ConsentGrantPublic(BaseModel):
             purpose=g.purpose,
             recipient_slot=g.recipient_slot,
             recipient_agency_id=g.recipient_agency_id,
+            recipient_types=list(g.recipient_types) if g.recipient_types is not None else None,
             data_categories=list(g.data_categories),
             country=g.country,
             given_by=g.given_by,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -146,19 +145,14 @@ class ReferralPublic(BaseModel):
             available_events=list(view.available_events),
         )
 
-    @classmethod
-    def shared(
-        cls, view: ReferralView, agency_id: str, readable: Collection[str]
-    ) -> ReferralPublic:
-        """The referral as an agency other than the managing one sees it: the facts (and
-        names of sealed facts) in ``readable``, the agency slots of the managing agency and
-        its own, no incident or disclosure time."""
-        keep = {agency_id, view.owner_agency_id}
-        return cls.of(view).model_copy(
+    def as_seen_by(self, agency_id: str | None) -> ReferralPublic:
+        """As an agency other than the managing one sees it: the agency slots of the managing
+        agency and its own, no incident or disclosure time (its facts are already only those
+        it wrote or was disclosed: ``Runtime.read_as_agency``)."""
+        keep = {agency_id, self.owner_agency_id}
+        return self.model_copy(
             update={
-                "agencies": {s: a for s, a in view.agencies.items() if a in keep},
-                "facts": {k: v for k, v in view.facts.items() if k in readable},
-                "sealed_fields": [f for f in view.sealed_fields if f in readable],
+                "agencies": {s: a for s, a in self.agencies.items() if a in keep},
                 "incident_at": None,
                 "disclosed_at": None,
             }

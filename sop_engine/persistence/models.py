@@ -124,6 +124,9 @@ class Referral(Base):
     """Identifying facts, sealed with the case key (AES-GCM, the referral id as associated data)."""
     sealed_fields: Mapped[list[Any]] = mapped_column(default=list)
     """Names (never values) of the identifying facts that are set."""
+    fact_writers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Fact name -> the agency that wrote its value, for facts written by an agency other than
+    the managing one: those reach the managing agency only as disclosed to it."""
     incident_at: Mapped[datetime | None]
     disclosed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
@@ -295,7 +298,13 @@ class ConsentGrant(Base):
     purpose: Mapped[str] = mapped_column(Text)
     recipient_slot: Mapped[str] = mapped_column(String(64))
     recipient_agency_id: Mapped[str | None] = mapped_column(String(100))
+    """The one agency the survivor agreed to; None: any agency of ``recipient_types`` in
+    ``country``."""
+    recipient_types: Mapped[list[Any] | None] = mapped_column()
+    """The agency types agreed to when no one agency is named; None (grants recorded before
+    types were kept): any type the scope's agency slot takes."""
     data_categories: Mapped[list[Any]] = mapped_column(default=list)
+    """The data categories agreed to: the scope's, or fewer."""
     country: Mapped[str] = mapped_column(String(11))
     given_by: Mapped[str] = mapped_column(String(32))
     """survivor, caregiver, trusted_adult or caseworker (the child's best interest)."""
@@ -334,6 +343,12 @@ class Disclosure(Base):
     grant_id: Mapped[str | None] = mapped_column(String(36))
     override: Mapped[bool] = mapped_column(Boolean, default=False)
     fields: Mapped[list[Any]] = mapped_column(default=list)
+    field_values: Mapped[dict[str, Any] | None] = mapped_column()
+    """The non-identifying fields' values as disclosed (None: disclosed before values were
+    kept)."""
+    sealed_values: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The identifying fields' values as disclosed, sealed with the case key (erasing the case
+    erases them)."""
     at: Mapped[datetime]
     timeline_seq: Mapped[int] = mapped_column(Integer)
 

@@ -53,6 +53,7 @@ _CLAIM_REFERRAL = (
         version=bindparam("p_version"),
         facts=bindparam("p_facts", type_=_R.c.facts.type),
         agencies=bindparam("p_agencies", type_=_R.c.agencies.type),
+        fact_writers=bindparam("p_fact_writers", type_=_R.c.fact_writers.type),
         sealed=bindparam("p_sealed", type_=_R.c.sealed.type),
         sealed_fields=bindparam("p_sealed_fields", type_=_R.c.sealed_fields.type),
         closed_at=bindparam("p_closed_at", type_=_R.c.closed_at.type),
@@ -129,6 +130,7 @@ class Change:
     state: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
     agencies: dict[str, Any] = field(default_factory=dict)
+    fact_writers: dict[str, Any] = field(default_factory=dict)
     sealed: bytes | None = None
     sealed_fields: list[str] = field(default_factory=list)
     closed_at: datetime | None = None
@@ -148,6 +150,7 @@ class Change:
             state=ref.state,
             facts=dict(ref.facts or {}),
             agencies=dict(ref.agencies or {}),
+            fact_writers=dict(ref.fact_writers or {}),
             sealed=ref.sealed,
             sealed_fields=list(ref.sealed_fields or ()),
             closed_at=ref.closed_at,
@@ -194,8 +197,17 @@ class Change:
         return message_id
 
     def disclose(
-        self, slot: str, agency_id: str, grant_id: str | None, override: bool, fields: Sequence[str]
+        self,
+        slot: str,
+        agency_id: str,
+        grant_id: str | None,
+        override: bool,
+        fields: Sequence[str],
+        *,
+        values: Mapping[str, Any] | None = None,
+        sealed_values: bytes | None = None,
     ) -> None:
+        """Record that ``agency_id`` now holds ``fields``, with their values as disclosed."""
         self.add(
             "disclosures",
             {
@@ -205,6 +217,8 @@ class Change:
                 "grant_id": grant_id,
                 "override": override,
                 "fields": list(fields),
+                "field_values": dict(values) if values is not None else None,
+                "sealed_values": sealed_values,
                 "at": self.now,
                 "timeline_seq": self.seq,
             },
@@ -303,6 +317,7 @@ class Change:
                 "p_version": version,
                 "p_facts": self.facts,
                 "p_agencies": self.agencies,
+                "p_fact_writers": self.fact_writers,
                 "p_sealed": self.sealed,
                 "p_sealed_fields": self.sealed_fields,
                 "p_closed_at": self.closed_at,

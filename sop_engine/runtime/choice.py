@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from sop_engine.directory.model import ServiceDirectory
 from sop_engine.errors import GuardFailed, InvalidInput, RoleNotAllowed
 from sop_engine.language.compiler import CompiledSop
 from sop_engine.language.spec import SopSpec, TransitionSpec
 from sop_engine.runtime import consent
 from sop_engine.runtime.access import may_fire, refusal
 from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.recipients import find_recipient
 
 __all__ = [
     "OVERRIDE_KEYS",
@@ -78,7 +80,10 @@ def guard_context(
     ref: Row[Any],
     facts: Mapping[str, Any],
     now: datetime,
+    directory: ServiceDirectory | None = None,
 ) -> dict[str, Any]:
+    """What a guard sees; ``consent.SCOPE`` is whether a live grant of the scope covers the
+    agency filling the scope's slot (any live grant of it while the slot is unfilled)."""
     spec = sop.spec
     guard = sop.guards[t.id]
     context: dict[str, Any] = dict.fromkeys(spec.facts)
@@ -97,15 +102,9 @@ def guard_context(
     for scope_name in guard.consent_scopes:
         scope = spec.consent_scopes[scope_name]
         agency_id = ref.agencies.get(scope.recipient) if ref.agencies else None
-        country = consent.scope_country(spec, scope, ref.origin_country, ref.destination_country)
+        to = find_recipient(conn, directory or ServiceDirectory(), agency_id) if agency_id else None
         grant = consent.covering_grant(
-            conn,
-            referral_id=ref.id,
-            scope=scope,
-            agency_id=agency_id,
-            country=country,
-            categories=set(),
-            now=now,
+            conn, referral_id=ref.id, scope=scope, recipient=to, categories=set(), now=now
         )
         context["consent"][scope_name] = grant is not None
     return context
@@ -119,6 +118,7 @@ def choose_transition(
     request: EventRequest,
     facts: Mapping[str, Any],
     now: datetime,
+    directory: ServiceDirectory | None = None,
 ) -> TransitionSpec:
     """The first transition of the event, from the current state, that this actor may fire."""
     spec = sop.spec
@@ -138,7 +138,7 @@ def choose_transition(
         if t.guard is not None:
             try:
                 passed = sop.guards[t.id].evaluate(
-                    guard_context(conn, sop, t, ref=ref, facts=facts, now=now)
+                    guard_context(conn, sop, t, ref=ref, facts=facts, now=now, directory=directory)
                 )
             except (TypeError, ValueError, RuntimeError) as exc:
                 passed = False

@@ -3,8 +3,10 @@
 A grant records who consented (the survivor, a caregiver, a trusted adult, or the caseworker
 deciding in a child's best interest), for which scope of the SOP (purpose, recipient, data
 categories, country) and until when. A withdrawal is a separate, later record; nothing is
-ever overwritten. A disclosure is allowed only under a grant that covers its recipient, its
-data categories and its country, is unexpired and is not withdrawn.
+ever overwritten. A grant names what the survivor agreed to: one agency of the directory, or
+agencies of given types in a country, and the data categories (the scope's, or fewer). A
+disclosure is allowed only under a grant that covers its recipient agency, that agency's
+country and every data category disclosed, is unexpired and is not withdrawn.
 
 Children (Caring for Child Survivors, IRC/UNICEF 2012; the bands are to be verified against
 each country's law, see DOMAIN.md):
@@ -29,11 +31,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select
+from sqlalchemy import Connection, Row, or_, select
 
 from sop_engine.errors import InvalidInput
 from sop_engine.language.spec import ConsentScope, SopSpec
 from sop_engine.persistence.models import ConsentGrant, ConsentWithdrawal, table
+from sop_engine.runtime.recipients import Recipient
 
 __all__ = [
     "ASSENT",
@@ -42,7 +45,11 @@ __all__ = [
     "age_band",
     "check_basis",
     "covering_grant",
+    "live_grants",
     "resolve_country",
+    "scope_country",
+    "uncovered",
+    "why_not_covered",
 ]
 
 GIVEN_BY = ("survivor", "caregiver", "trusted_adult", "caseworker")
@@ -115,45 +122,94 @@ def resolve_country(country: str, origin: str, destination: str) -> str:
     return {"origin": origin, "destination": destination}.get(country, country)
 
 
+def live_grants(
+    conn: Connection, *, referral_id: str, scope: ConsentScope, now: datetime
+) -> list[Row[Any]]:
+    """The grants of ``scope`` neither expired nor withdrawn, newest first."""
+    withdrawn = select(_W.c.grant_id).where(_W.c.referral_id == referral_id)
+    return list(
+        conn.execute(
+            select(_G)
+            .where(
+                _G.c.referral_id == referral_id,
+                _G.c.scope == scope.name,
+                or_(_G.c.expires_at.is_(None), _G.c.expires_at > now),
+                _G.c.id.not_in(withdrawn),
+            )
+            .order_by(_G.c.granted_at.desc())
+        ).all()
+    )
+
+
+def uncovered(grant: Row[Any], recipient: Recipient | None, categories: set[str]) -> list[str]:
+    """What of a disclosure to ``recipient`` of ``categories`` the grant does not cover (empty
+    when it covers it). Without a recipient, only the categories are compared."""
+    missing = []
+    if recipient is not None:
+        if grant.recipient_agency_id is not None:
+            if grant.recipient_agency_id != recipient.id:
+                missing.append(
+                    f"agency {recipient.id} (the grant names {grant.recipient_agency_id})"
+                )
+        else:
+            types = grant.recipient_types
+            if types is not None and not set(types) & set(recipient.types):
+                missing.append(
+                    f"an agency of type {', '.join(recipient.types) or 'none'} (the grant covers "
+                    f"{', '.join(types)})"
+                )
+            if grant.country not in ("any", recipient.country):
+                missing.append(f"country {recipient.country} (the grant covers {grant.country})")
+    extra = sorted(categories - set(grant.data_categories))
+    if extra:
+        missing.append(f"data categories {', '.join(extra)}")
+    return missing
+
+
 def covering_grant(
     conn: Connection,
     *,
     referral_id: str,
     scope: ConsentScope,
-    agency_id: str | None,
-    country: str,
+    recipient: Recipient | None,
     categories: set[str],
     now: datetime,
 ) -> Row[Any] | None:
     """The newest unexpired, unwithdrawn grant of ``scope`` that covers the disclosure."""
-    withdrawn = select(_W.c.grant_id).where(_W.c.referral_id == referral_id)
-    rows = conn.execute(
-        select(_G)
-        .where(
-            _G.c.referral_id == referral_id,
-            _G.c.scope == scope.name,
-            or_(_G.c.expires_at.is_(None), _G.c.expires_at > now),
-            _G.c.id.not_in(withdrawn),
-            or_(_G.c.recipient_agency_id.is_(None), _G.c.recipient_agency_id == agency_id)
-            if agency_id is not None
-            else and_(True),
-        )
-        .order_by(_G.c.granted_at.desc())
-    ).all()
-    for row in rows:
-        if not categories <= set(row.data_categories):
-            continue
-        if row.country not in ("any", country):
-            continue
-        return row
+    for row in live_grants(conn, referral_id=referral_id, scope=scope, now=now):
+        if not uncovered(row, recipient, categories):
+            return row
     return None
 
 
+def why_not_covered(
+    conn: Connection,
+    *,
+    referral_id: str,
+    scope: ConsentScope,
+    recipient: Recipient | None,
+    categories: set[str],
+    now: datetime,
+) -> str:
+    """Why no grant covers the disclosure, in words: none is given (or all lapsed), or what the
+    newest grant of the scope leaves out."""
+    grants = live_grants(conn, referral_id=referral_id, scope=scope, now=now)
+    if not grants:
+        return (
+            f"record consent for scope {scope.name!r} ({scope.purpose}) first; none is given, "
+            "or it expired or was withdrawn"
+        )
+    gaps = uncovered(grants[0], recipient, categories)
+    return f"the survivor's consent for scope {scope.name!r} does not cover " + "; ".join(gaps)
+
+
 def scope_country(spec: SopSpec, scope: ConsentScope, origin: str, destination: str) -> str:
-    """The country a scope covers, resolved for a referral; ``any`` when unrestricted."""
+    """The country a scope covers, resolved for a referral: the scope's own, else its agency
+    slot's, else the one country of a national SOP; ``any`` when none says."""
     if scope.country != "any":
         return resolve_country(scope.country, origin, destination)
     agency = spec.agencies.get(scope.recipient)
     if agency is not None and agency.country != "any":
         return resolve_country(agency.country, origin, destination)
-    return "any"
+    countries = spec.jurisdiction.countries
+    return countries[0] if len(countries) == 1 else "any"

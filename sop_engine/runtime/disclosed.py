@@ -1,14 +1,16 @@
 """What a receiving agency may read of a referral: exactly the fields disclosed to it, while
 the basis of each disclosure still stands.
 
-A disclosure (a row of ``disclosures``: the agency, the fields, a consent grant or an
-override) stays readable while
+A disclosure (a row of ``disclosures``: the agency, the fields with their values as
+disclosed, a consent grant or an override) stays readable while
 
 - its grant is neither withdrawn nor expired, or
 - it was made under an override (no grant to withdraw: life at risk, a mandated report).
 
 The fields an agency may read are the union of those of its readable disclosures; fields
-only ever disclosed under a withdrawn or expired grant are *withheld*. Identifying fields
+only ever disclosed under a withdrawn or expired grant are *withheld*. Each field shows
+its value as it was disclosed (the newest readable disclosure of it), not as it is now: what
+changed afterwards reaches the agency only by being disclosed again. Identifying fields
 are decrypted with the case key; once the case is erased (its key deleted) they are withheld
 too, whatever the basis. Every read, and every refused attempt, is written to the access log
 in the same transaction that decides it (see :mod:`sop_engine.runtime.access_log`).
@@ -52,6 +54,7 @@ __all__ = [
     "DisclosedView",
     "DisclosureBasis",
     "DisclosureWithdrawn",
+    "as_disclosed",
     "disclosed_fields",
     "held_by",
     "is_identifying",
@@ -88,6 +91,10 @@ class DisclosureBasis:
     readable: bool
     lapsed: str | None = None
     """Why it may no longer be read: ``withdrawn`` or ``expired``; None while readable."""
+    values: Mapping[str, Any] | None = None
+    """The non-identifying fields' values as disclosed (None: kept from before values were)."""
+    sealed_values: bytes | None = None
+    """The identifying fields' values as disclosed, sealed with the case key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +152,8 @@ def disclosed_fields(
             _D.c.fields,
             _D.c.grant_id,
             _D.c.override,
+            _D.c.field_values,
+            _D.c.sealed_values,
             _G.c.expires_at,
             _W.c.withdrawn_at,
         )
@@ -164,7 +173,16 @@ def disclosed_fields(
                 lapsed = "expired"
         fields = tuple(r.fields or ())
         bases.append(
-            DisclosureBasis(r.at, fields, r.grant_id, bool(r.override), lapsed is None, lapsed)
+            DisclosureBasis(
+                r.at,
+                fields,
+                r.grant_id,
+                bool(r.override),
+                lapsed is None,
+                lapsed,
+                r.field_values,
+                r.sealed_values,
+            )
         )
     readable = frozenset(f for b in bases if b.readable for f in b.fields)
     withheld = frozenset(f for b in bases if not b.readable for f in b.fields) - readable
@@ -228,15 +246,10 @@ def _read(
     spec = services.sop(ref.sop_key, ref.sop_version).spec
     erased = ref.erased_at is not None
     shown = sorted(f for f in held.readable if not (erased and is_identifying(spec, f)))
-    secret = [f for f in shown if is_identifying(spec, f)]
-    identifying = _open_identifying(conn, services, ref) if secret else {}
     grants = [b.grant_id for b in held.disclosures if b.readable and b.grant_id]
     builtin = {"case_code": ref.case_code, "consent_reference": grants[-1] if grants else None}
-    plain = dict(ref.facts or {})
-    values = {
-        f: builtin[f] if f in BUILTIN_FIELDS else (identifying if f in secret else plain).get(f)
-        for f in shown
-    }
+    values = as_disclosed(conn, services, ref, held.disclosures, spec)
+    values = {f: builtin[f] if f in BUILTIN_FIELDS else values.get(f) for f in shown}
     return DisclosedView(
         case_code=ref.case_code,
         sop_key=ref.sop_key,
@@ -249,12 +262,47 @@ def _read(
     )
 
 
-def _open_identifying(conn: Connection, services: Services, ref: Row[Any]) -> dict[str, Any]:
-    """The referral's identifying facts, decrypted (as ``read_referral(...,
-    reveal_identifying=True)`` does), in the caller's transaction; empty once erased."""
+def as_disclosed(
+    conn: Connection,
+    services: Services,
+    ref: Row[Any],
+    disclosures: Sequence[DisclosureBasis],
+    spec: SopSpec,
+) -> dict[str, Any]:
+    """Field -> its value as last disclosed under a basis that still stands: a value changed
+    after its disclosure is not shown until it is disclosed again. Disclosures kept before
+    values were (``values`` None) show the value as it is now. Identifying values are
+    opened with the case key; once the case is erased they are gone."""
+    readable = [b for b in disclosures if b.readable]
+    case_key = None
+    if any(b.sealed_values for b in readable) or any(b.values is None for b in readable):
+        case_key = _case_key(conn, services, ref)
+    current: dict[str, Any] | None = None
+    values: dict[str, Any] = {}
+    for b in readable:  # oldest first: the newest disclosure of a field wins
+        if b.values is None:
+            if current is None:
+                current = {**(ref.facts or {}), **_opened(ref, case_key, ref.sealed)}
+            values.update((f, current.get(f)) for f in b.fields)
+            continue
+        values.update((f, v) for f, v in b.values.items() if f in b.fields)
+        secret = _opened(ref, case_key, b.sealed_values)
+        values.update((f, v) for f, v in secret.items() if f in b.fields)
+        for f in b.fields:
+            if is_identifying(spec, f) and f not in secret:
+                values.pop(f, None)
+    return values
+
+
+def _case_key(conn: Connection, services: Services, ref: Row[Any]) -> bytes | None:
     key = conn.execute(select(_K).where(_K.c.referral_id == ref.id)).first()
-    if key is None or not ref.sealed:
+    if key is None:
+        return None
+    return unwrap_case_key(services.keyring, key.master_key_id, key.wrapped_key)
+
+
+def _opened(ref: Row[Any], case_key: bytes | None, sealed: bytes | None) -> dict[str, Any]:
+    if case_key is None or not sealed:
         return {}
-    case_key = unwrap_case_key(services.keyring, key.master_key_id, key.wrapped_key)
-    opened: dict[str, Any] = open_sealed(case_key, ref.sealed, associated_data=ref.id.encode())
+    opened: dict[str, Any] = open_sealed(case_key, sealed, associated_data=ref.id.encode())
     return opened

@@ -16,12 +16,14 @@ from sop_engine.persistence.models import CaseKey, ConsentWithdrawal, Disclosure
 from sop_engine.runtime import consent
 from sop_engine.runtime.change import Change, handoff_stage
 from sop_engine.runtime.choice import EventRequest
+from sop_engine.runtime.recipients import find_recipient
 from sop_engine.runtime.services import Services
 
 __all__ = [
     "MIN_JUSTIFICATION",
     "categories_of",
     "check_override",
+    "disclosed_values",
     "handoff_grant_withdrawn",
     "seal_facts",
     "sealed_note",
@@ -70,7 +72,7 @@ def check_override(t: TransitionSpec, request: EventRequest) -> dict[str, Any]:
 
 
 def handoff_grant_withdrawn(
-    conn: Connection, spec: SopSpec, ref: Row[Any], now: datetime
+    conn: Connection, services: Services, spec: SopSpec, ref: Row[Any], now: datetime
 ) -> str | None:
     """When the referral waits in a handoff sent under a grant since withdrawn (and no other
     grant covers it), the handoff's name; only revoke and decline are then allowed."""
@@ -90,13 +92,13 @@ def handoff_grant_withdrawn(
     if withdrawn is None or h.consent is None:
         return None
     scope = spec.consent_scopes[h.consent]
+    agency_id = (ref.agencies or {}).get(h.to)
     still = consent.covering_grant(
         conn,
         referral_id=ref.id,
         scope=scope,
-        agency_id=(ref.agencies or {}).get(h.to),
-        country=consent.scope_country(spec, scope, ref.origin_country, ref.destination_country),
-        categories=set(),
+        recipient=find_recipient(conn, services.directory, agency_id) if agency_id else None,
+        categories=categories_of(spec, h.dataset),
         now=now,
     )
     return None if still is not None else h.name
@@ -127,6 +129,28 @@ def seal_facts(
     current.update(identifying)
     change.sealed = seal(case_key, current, associated_data=aad)
     change.sealed_fields = sorted(k for k, v in current.items() if v is not None)
+
+
+def disclosed_values(
+    conn: Connection, services: Services, change: Change, fields: tuple[str, ...]
+) -> tuple[dict[str, Any], bytes | None]:
+    """The values of ``fields`` as they are now, to keep with the disclosure: the plain ones
+    as they are, the identifying ones sealed with the case key (None when there are none)."""
+    spec = change.spec
+    plain = {f: change.facts.get(f) for f in fields if f in spec.facts and f in change.facts}
+    secret = [f for f in fields if f in change.sealed_fields]
+    if not secret or change.sealed is None:
+        return plain, None
+    key_row = conn.execute(select(_K).where(_K.c.referral_id == change.ref.id)).first()
+    if key_row is None:
+        return plain, None
+    case_key = unwrap_case_key(services.keyring, key_row.master_key_id, key_row.wrapped_key)
+    aad = change.ref.id.encode()
+    opened = open_sealed(case_key, change.sealed, associated_data=aad)
+    for f in secret:
+        plain.pop(f, None)
+    snapshot = {f: opened.get(f) for f in secret}
+    return plain, seal(case_key, snapshot, associated_data=aad)
 
 
 def sealed_note(conn: Connection, services: Services, change: Change, text: str) -> str:

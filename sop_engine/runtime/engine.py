@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sop_engine.clock import Clock, SystemClock
 from sop_engine.crypto import MasterKeyring
+from sop_engine.directory.model import ServiceDirectory
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import IdempotencyRecord, table
@@ -32,6 +33,7 @@ from sop_engine.runtime import (
     outbox,
     referrals,
     tasks,
+    views,
 )
 from sop_engine.runtime.access_log import AccessRecord
 from sop_engine.runtime.actors import Actor
@@ -60,9 +62,19 @@ class Runtime:
     """Every operation on referrals; each method is one database transaction."""
 
     def __init__(
-        self, db: Engine, library: SopLibrary, keyring: MasterKeyring, clock: Clock | None = None
+        self,
+        db: Engine,
+        library: SopLibrary,
+        keyring: MasterKeyring,
+        clock: Clock | None = None,
+        *,
+        directory: ServiceDirectory | None = None,
     ) -> None:
-        self.services = Services(db, library, keyring, clock or SystemClock())
+        """``directory``: the service directory's files (coordinators' managed entries are read
+        from ``db`` over it); a referral is disclosed only to an agency it lists."""
+        self.services = Services(
+            db, library, keyring, clock or SystemClock(), directory or ServiceDirectory()
+        )
 
     @property
     def db(self) -> Engine:
@@ -85,6 +97,10 @@ class Runtime:
         return referrals.read_referral(
             self.services, case_code, actor=actor, reveal_identifying=reveal_identifying
         )
+
+    def read_as_agency(self, case_code: str, actor: Actor) -> ReferralView:
+        """See :func:`sop_engine.runtime.views.read_as_agency`."""
+        return views.read_as_agency(self.services, case_code, actor)
 
     def fire(
         self,

@@ -28,7 +28,7 @@ from sop_engine.errors import (
     TransitionNotAllowed,
 )
 from sop_engine.language.compiler import CompiledSop
-from sop_engine.language.spec import SopSpec, TransitionSpec
+from sop_engine.language.spec import HandoffSpec, SopSpec, TransitionSpec
 from sop_engine.persistence.models import (
     IdempotencyRecord,
     Referral,
@@ -47,11 +47,13 @@ from sop_engine.runtime.choice import (
 from sop_engine.runtime.disclosure import (
     categories_of,
     check_override,
+    disclosed_values,
     handoff_grant_withdrawn,
     seal_facts,
     sealed_note,
 )
 from sop_engine.runtime.facts import check_facts, split_identifying
+from sop_engine.runtime.recipients import Recipient, check_slot, recipient
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.chain import canonical_json
 from sop_engine.timeline.entries import EntryDraft
@@ -122,6 +124,7 @@ def apply_transition(
     change.facts.update(plain)
     if identifying:
         seal_facts(conn, services, change, identifying)
+    _note_writer(change, request.actor, facts)
 
     target = spec.states[t.target]
     known = {k for k, v in change.facts.items() if v is not None} | set(change.sealed_fields)
@@ -132,34 +135,19 @@ def apply_transition(
             missing=missing,
         )
 
-    blocked = handoff_grant_withdrawn(conn, spec, ref, now)
-    if blocked and not (t.handoff == blocked and t.event.split(".")[-1] in ("revoke", "decline")):
+    blocked = handoff_grant_withdrawn(conn, services, spec, ref, now)
+    if blocked and not (t.handoff == blocked and t.action in ("revoke", "decline")):
         raise ConsentMissing(
             f"consent for handoff {blocked!r} was withdrawn: it can only be revoked or declined now"
         )
 
     entry: dict[str, Any] = {"kind": "transition", "details": {}}
-    if t.handoff is not None and t.event.endswith(".decline"):
-        h = spec.handoffs[t.handoff]
-        if request.reason is None and h.reason_required:
-            raise InvalidInput(
-                f"declining needs a reason: one of {', '.join(h.decline_reasons)}", field="reason"
-            )
-        if request.reason is not None and request.reason not in h.decline_reasons:
-            raise InvalidInput(
-                f"reason must be one of {', '.join(h.decline_reasons)}", field="reason"
-            )
-        entry["details"]["reason"] = request.reason
+    if t.handoff is not None and t.action == "decline":
+        entry["details"]["reason"] = _decline_reason(spec.handoffs[t.handoff], request)
 
     if t.discloses is not None:
         slot = t.discloses.to
-        agency_id = change.agencies.get(slot) or request.recipient_agency_id
-        if agency_id is None:
-            raise InvalidInput(
-                f"say which agency receives the referral as {slot!r}: recipient_agency_id",
-                field="recipient_agency_id",
-            )
-        change.agencies[slot] = agency_id
+        agency_id, to = _recipient(conn, services, change, slot, request)
         grant_id = None
         if t.override is not None:
             entry["kind"] = "override"
@@ -172,30 +160,72 @@ def apply_transition(
         else:
             assert t.consent is not None
             scope = spec.consent_scopes[t.consent]
-            country = consent.scope_country(
-                spec, scope, ref.origin_country, ref.destination_country
-            )
-            grant = consent.covering_grant(
-                conn,
-                referral_id=ref.id,
-                scope=scope,
-                agency_id=agency_id,
-                country=country,
-                categories=categories_of(spec, t.discloses.fields),
-                now=now,
-            )
+            wanted = {
+                "referral_id": ref.id,
+                "scope": scope,
+                "recipient": to,
+                "categories": categories_of(spec, t.discloses.fields),
+                "now": now,
+            }
+            grant = consent.covering_grant(conn, **wanted)
             if grant is None:
                 fields = ", ".join(t.discloses.fields)
                 raise ConsentMissing(
-                    f"{t.event!r} discloses {fields} to {slot!r}: record consent for scope "
-                    f"{scope.name!r} ({scope.purpose}) first; none is given, or it expired or "
-                    "was withdrawn"
+                    f"{t.event!r} discloses {fields} to {slot!r}, {to.describe()}: "
+                    + consent.why_not_covered(conn, **wanted)
                 )
             grant_id = grant.id
         entry.update(
-            disclosed_to=agency_id, consent_grant_id=grant_id, disclosed_fields=t.discloses.fields
+            disclosed_to=agency_id,
+            consent_grant_id=grant_id,
+            disclosed_fields=t.discloses.fields,
+            disclosed_values=disclosed_values(conn, services, change, t.discloses.fields),
         )
     return entry
+
+
+def _note_writer(change: Change, actor: Actor, facts: Mapping[str, Any]) -> None:
+    """Remember which facts an agency other than the managing one wrote (they reach the
+    managing agency only as disclosed to it); the managing agency's writes clear the mark."""
+    writer = actor.agency_id
+    for name in facts:
+        if writer is None or writer == change.ref.owner_agency_id:
+            change.fact_writers.pop(name, None)
+        else:
+            change.fact_writers[name] = writer
+
+
+def _decline_reason(h: HandoffSpec, request: EventRequest) -> str | None:
+    if request.reason is None and h.reason_required:
+        raise InvalidInput(
+            f"declining needs a reason: one of {', '.join(h.decline_reasons)}", field="reason"
+        )
+    if request.reason is not None and request.reason not in h.decline_reasons:
+        raise InvalidInput(f"reason must be one of {', '.join(h.decline_reasons)}", field="reason")
+    return request.reason
+
+
+def _recipient(
+    conn: Connection, services: Services, change: Change, slot: str, request: EventRequest
+) -> tuple[str, Recipient]:
+    """The agency a disclosure goes to: the one filling ``slot``, or the one the request
+    names (which must be listed in the directory and fit the slot); it then fills the slot."""
+    field = "recipient_agency_id"
+    chosen, named = change.agencies.get(slot), request.recipient_agency_id
+    if chosen is not None and named is not None and named != chosen:
+        raise InvalidInput(
+            f"{slot!r} is {chosen} for this referral: it cannot be changed to {named}", field=field
+        )
+    agency_id = chosen or named
+    if agency_id is None:
+        raise InvalidInput(
+            f"say which agency receives the referral as {slot!r}: recipient_agency_id", field=field
+        )
+    to = recipient(conn, services.directory, agency_id, field=field)
+    ref = change.ref
+    check_slot(change.spec, slot, to, ref.origin_country, ref.destination_country, field=field)
+    change.agencies[slot] = agency_id
+    return agency_id, to
 
 
 def _takes_part(actor: Actor, ref: Any) -> bool:
@@ -267,7 +297,9 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
         new_facts = check_facts(spec, request.facts, allowed)
         facts = {**(ref.facts or {}), **new_facts}
         now = services.clock.now()
-        t = choose_transition(conn, sop, ref=ref, request=request, facts=facts, now=now)
+        t = choose_transition(
+            conn, sop, ref=ref, request=request, facts=facts, now=now, directory=services.directory
+        )
 
         change = Change.open(conn, ref, spec, now)
         result = _apply(conn, services, change, sop=sop, t=t, request=request, new_facts=new_facts)
@@ -363,7 +395,13 @@ def fire_as_system(
     """Fire ``event`` for an escalation, inside the escalation's transaction and change."""
     request = EventRequest(event=event, actor=SYSTEM)
     t = choose_transition(
-        conn, sop, ref=change.ref, request=request, facts=dict(change.facts), now=change.now
+        conn,
+        sop,
+        ref=change.ref,
+        request=request,
+        facts=dict(change.facts),
+        now=change.now,
+        directory=services.directory,
     )
     _apply(
         conn,
@@ -403,12 +441,15 @@ def _move(
         )
     )
     if t.discloses is not None and entry.get("disclosed_to"):
+        values, sealed = entry["disclosed_values"]
         change.disclose(
             t.discloses.to,
             entry["disclosed_to"],
             entry.get("consent_grant_id"),
             bool(entry.get("override")),
             t.discloses.fields,
+            values=values,
+            sealed_values=sealed,
         )
     if moving:
         change.enter(t.target)

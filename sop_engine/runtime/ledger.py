@@ -8,6 +8,7 @@ acknowledge), and blocks the handoffs that depend on it (see ``fire``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import select, update
 from sop_engine.clock import utc
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.schema import did_you_mean
+from sop_engine.language.spec import ConsentScope, SopSpec
 from sop_engine.persistence.models import (
     ConsentGrant,
     ConsentWithdrawal,
@@ -28,6 +30,7 @@ from sop_engine.persistence.models import (
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.consent import age_band, check_basis, scope_country
+from sop_engine.runtime.recipients import check_slot, recipient
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -57,6 +60,8 @@ class GrantRecord:
     purpose: str
     recipient_slot: str
     recipient_agency_id: str | None
+    recipient_types: tuple[str, ...] | None
+    """The agency types agreed to when no one agency is named (None: any of the slot's)."""
     data_categories: tuple[str, ...]
     country: str
     given_by: str
@@ -85,6 +90,9 @@ def grant_consent(
     assent: str = "not_required",
     substitute_reason: str | None = None,
     recipient_agency_id: str | None = None,
+    recipient_agency_type: str | None = None,
+    data_categories: Sequence[str] | None = None,
+    country: str | None = None,
     expires_at: datetime | None = None,
 ) -> GrantRecord:
     """Record consent for one of the SOP's consent scopes.
@@ -92,6 +100,13 @@ def grant_consent(
     The survivor's age decides who may consent (see :mod:`consent`); it is taken from the
     referral's ``survivor_age`` fact when not given. ``expires_at`` defaults to the scope's
     ``valid_for``.
+
+    What she agrees to is recorded as given: ``recipient_agency_id``, one agency of the
+    directory fit for the scope's slot (by default the one filling the slot already, such as
+    the managing agency for case management); else ``recipient_agency_type`` (default: any type the
+    slot takes) in ``country`` (default: the scope's, else its slot's, else a national SOP's
+    country; a scope that says none needs it); and ``data_categories``, the scope's or fewer
+    (default: all of the scope's).
     """
     with services.db.begin() as conn:
         ref = _load(conn, case_code)
@@ -118,7 +133,17 @@ def grant_consent(
         elif found.valid_for is not None:
             expires_at = now + found.valid_for
         grant_id = str(uuid.uuid4())
-        country = scope_country(spec, found, ref.origin_country, ref.destination_country)
+        agreed = _agreed(
+            conn,
+            services,
+            spec,
+            found,
+            ref,
+            agency_id=recipient_agency_id,
+            agency_type=recipient_agency_type,
+            categories=data_categories,
+            country=country,
+        )
         conn.execute(
             _G.insert().values(
                 id=grant_id,
@@ -126,9 +151,10 @@ def grant_consent(
                 scope=found.name,
                 purpose=found.purpose,
                 recipient_slot=found.recipient,
-                recipient_agency_id=recipient_agency_id,
-                data_categories=list(found.data_categories),
-                country=country,
+                recipient_agency_id=agreed.agency_id,
+                recipient_types=list(agreed.types) if agreed.types is not None else None,
+                data_categories=list(agreed.categories),
+                country=agreed.country,
                 given_by=given_by,
                 assent=assent,
                 survivor_age=age,
@@ -146,8 +172,10 @@ def grant_consent(
                 details={
                     "scope": found.name,
                     "recipient": found.recipient,
-                    "data_categories": list(found.data_categories),
-                    "country": country,
+                    "recipient_agency_id": agreed.agency_id,
+                    "recipient_types": list(agreed.types) if agreed.types is not None else None,
+                    "data_categories": list(agreed.categories),
+                    "country": agreed.country,
                     "given_by": given_by,
                     "assent": assent,
                     "age_band": band.name,
@@ -157,9 +185,81 @@ def grant_consent(
             )
         )
         change.write()
-    return GrantRecord(grant_id, found.name, found.purpose, found.recipient, recipient_agency_id,
-                       found.data_categories, country, given_by, assent, band.name, now, expires_at,
-                       None)  # fmt: skip
+    return GrantRecord(grant_id, found.name, found.purpose, found.recipient, agreed.agency_id,
+                       agreed.types, agreed.categories, agreed.country, given_by, assent,
+                       band.name, now, expires_at, None)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Agreed:
+    types: tuple[str, ...] | None
+    categories: tuple[str, ...]
+    country: str
+    agency_id: str | None
+
+
+def _agreed(
+    conn: Any,
+    services: Services,
+    spec: SopSpec,
+    scope: ConsentScope,
+    ref: Any,
+    *,
+    agency_id: str | None,
+    agency_type: str | None,
+    categories: Sequence[str] | None,
+    country: str | None,
+) -> _Agreed:
+    """Check what the survivor agrees to against the scope; refuse anything beyond it."""
+    chosen = tuple(dict.fromkeys(categories)) if categories is not None else scope.data_categories
+    beyond = [c for c in chosen if c not in scope.data_categories]
+    if beyond or not chosen:
+        raise InvalidInput(
+            f"data_categories must be some of scope {scope.name!r}'s: "
+            f"{', '.join(scope.data_categories)}"
+            + (f" (not {', '.join(beyond)})" if beyond else ""),
+            field="data_categories",
+        )
+    slot = spec.agencies.get(scope.recipient)
+    slot_types = slot.types if slot is not None else ()
+    origin, destination = ref.origin_country, ref.destination_country
+    covered = scope_country(spec, scope, origin, destination)
+    if country is not None:
+        if covered not in ("any", country):
+            raise InvalidInput(
+                f"scope {scope.name!r} covers {covered} only, not {country}", field="country"
+            )
+        covered = country
+    if agency_id is None and agency_type is None:
+        agency_id = (ref.agencies or {}).get(scope.recipient)
+    if agency_id is not None:
+        if agency_type is not None:
+            raise InvalidInput(
+                "name one agency or an agency type, not both", field="recipient_agency_type"
+            )
+        field = "recipient_agency_id"
+        to = recipient(conn, services.directory, agency_id, field=field)
+        check_slot(spec, scope.recipient, to, origin, destination, field=field)
+        if covered not in ("any", to.country):
+            raise InvalidInput(
+                f"scope {scope.name!r} covers {covered} only: {to.describe()} is outside it",
+                field=field,
+            )
+        return _Agreed(None, chosen, to.country, agency_id)
+    if agency_type is not None and slot_types and agency_type not in slot_types:
+        raise InvalidInput(
+            f"recipient_agency_type must be one of {', '.join(slot_types)} "
+            f"(the types scope {scope.name!r}'s recipient {scope.recipient!r} takes)",
+            field="recipient_agency_type",
+        )
+    if covered == "any":
+        raise InvalidInput(
+            f"scope {scope.name!r} names no country: say in which country the survivor agrees "
+            "to share (country), or name the agency (recipient_agency_id)",
+            field="country",
+        )
+    types = (agency_type,) if agency_type is not None else (slot_types or None)
+    return _Agreed(types, chosen, covered, None)
 
 
 def withdraw_consent(services: Services, case_code: str, grant_id: str, actor: Actor) -> list[str]:
@@ -270,6 +370,7 @@ def list_grants(services: Services, case_code: str) -> list[GrantRecord]:
             r.purpose,
             r.recipient_slot,
             r.recipient_agency_id,
+            tuple(r.recipient_types) if r.recipient_types is not None else None,
             tuple(r.data_categories),
             r.country,
             r.given_by,

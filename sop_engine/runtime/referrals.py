@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, Row, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from sop_engine.clock import utc
@@ -32,7 +32,14 @@ from sop_engine.runtime.services import Services
 from sop_engine.timeline.chain import GENESIS, canonical_json
 from sop_engine.timeline.entries import EntryDraft
 
-__all__ = ["ReferralView", "create_referral", "erase_referral", "new_case_code", "read_referral"]
+__all__ = [
+    "ReferralView",
+    "create_referral",
+    "erase_referral",
+    "new_case_code",
+    "read_referral",
+    "referral_view",
+]
 
 _R = table(Referral)
 _K = table(CaseKey)
@@ -270,18 +277,32 @@ def read_referral(
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")
-        identifying: dict[str, Any] | None = None
-        if reveal_identifying:
-            key = conn.execute(select(_K).where(_K.c.referral_id == ref.id)).first()
-            if key is None:
-                identifying = {}
-            else:
-                case_key = unwrap_case_key(services.keyring, key.master_key_id, key.wrapped_key)
-                identifying = (
-                    open_sealed(case_key, ref.sealed, associated_data=ref.id.encode())
-                    if ref.sealed
-                    else {}
-                )
+        return referral_view(
+            conn, services, ref, actor=actor, reveal_identifying=reveal_identifying
+        )
+
+
+def referral_view(
+    conn: Connection,
+    services: Services,
+    ref: Row[Any],
+    *,
+    actor: Actor | None = None,
+    reveal_identifying: bool = False,
+) -> ReferralView:
+    """The :class:`ReferralView` of a referral row read in the caller's transaction."""
+    identifying: dict[str, Any] | None = None
+    if reveal_identifying:
+        key = conn.execute(select(_K).where(_K.c.referral_id == ref.id)).first()
+        if key is None:
+            identifying = {}
+        else:
+            case_key = unwrap_case_key(services.keyring, key.master_key_id, key.wrapped_key)
+            identifying = (
+                open_sealed(case_key, ref.sealed, associated_data=ref.id.encode())
+                if ref.sealed
+                else {}
+            )
     spec = services.library.get(ref.sop_key, ref.sop_version).spec
     available: tuple[str, ...] = ()
     if actor is not None and ref.closed_at is None and ref.erased_at is None:

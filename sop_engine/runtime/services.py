@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from sop_engine.clock import Clock, SystemClock
 from sop_engine.crypto import MasterKeyring
+from sop_engine.directory.model import ServiceDirectory
 from sop_engine.language.compiler import CompiledSop, SopLibrary
 
 __all__ = ["Services"]
@@ -19,6 +20,9 @@ class Services:
     library: SopLibrary
     keyring: MasterKeyring
     clock: Clock = field(default_factory=SystemClock)
+    directory: ServiceDirectory = field(default_factory=ServiceDirectory)
+    """Who may receive a disclosure (with the managed entries of ``db`` over it). Empty by
+    default: nothing is disclosed to an agency the directory does not list."""
 
     def sop(self, key: str, version: int) -> CompiledSop:
         return self.library.get(key, version)

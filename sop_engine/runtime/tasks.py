@@ -195,7 +195,7 @@ def _view(
         )
         if handoff is not None:
             events = tuple(e for e in events if e.startswith(f"{handoff.name}."))
-            if handoff_grant_withdrawn(conn, spec, ref, now) is not None:
+            if handoff_grant_withdrawn(conn, services, spec, ref, now) is not None:
                 # Consent was withdrawn mid-handoff: it can only be declined (or revoked).
                 events = tuple(e for e in events if e.endswith((".decline", ".revoke")))
     return TaskView(

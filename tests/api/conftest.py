@@ -20,6 +20,7 @@ from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.language.published import PublishedSources
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 from tests.shipped import shipped_documents
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,12 @@ SURVIVOR = "Synthetic Survivor Nalinee 7731"
 
 @pytest.fixture
 def runtime(sqlite_engine: Engine, library: SopLibrary) -> Runtime:
-    return Runtime(sqlite_engine, library, MasterKeyring(MasterKey.generate("test")))
+    return Runtime(
+        sqlite_engine,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        directory=agency_directory(),
+    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import HASH_MISMATCH, PREV_HASH_MISMATCH
 from sop_engine.timeline.entries import HEAD_MISMATCH
+from tests.agencies import agency_directory
 
 from .conftest import SURVIVOR, Users, referral_body
 
@@ -44,7 +45,13 @@ def clock() -> ManualClock:
 @pytest.fixture
 def runtime(engine: Engine, library: SopLibrary, clock: ManualClock) -> Runtime:
     """Replaces the package's runtime: on each database, with a manual clock."""
-    return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    return Runtime(
+        engine,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        clock,
+        directory=agency_directory(),
+    )
 
 
 def create(client: TestClient, users: Users, **overrides: object) -> str:

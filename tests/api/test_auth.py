@@ -19,6 +19,7 @@ from sop_engine.persistence.migrate import upgrade
 from sop_engine.persistence.models import User, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
+from tests.agencies import agency_directory
 
 from .conftest import SOPS, Users
 
@@ -83,7 +84,7 @@ def test_users_add_prints_a_working_token_and_stores_only_its_hash(
     assert row.agency_id == "TH-NGO-A"
     assert token not in {str(v) for v in row}
 
-    api = Runtime(engine, runtime.library, runtime.services.keyring)
+    api = Runtime(engine, runtime.library, runtime.services.keyring, directory=agency_directory())
     with TestClient(create_app(api, sop_paths=[SOPS])) as client:
         headers = {"Authorization": f"Bearer {token}"}
         assert client.get("/referrals/AAAA-BBBB-CCCC", headers=headers).status_code == 404

@@ -118,8 +118,11 @@ def _paths(template: str, scene: dict[str, str]) -> list[str]:
 
 def _markers(scene: dict[str, str], path: str) -> list[str]:
     """What no answer to an outsider may contain: identifiers of the referral and of what
-    hangs on it (unless the caller sent them in the path), and its facts' values."""
-    found = [SURVIVOR, str(ASSESSMENT["service_needed"]), "text_message"]
+    hangs on it (unless the caller sent them in the path), and its facts' values (but the
+    directory's own words, such as the services agencies offer, are everyone's)."""
+    found = [SURVIVOR]
+    if not path.startswith("/directory"):
+        found += [str(ASSESSMENT["service_needed"]), "text_message"]
     for name in ("case_code", "grant_id", "receiver_task", "manager_task", "notice_id"):
         if scene[name] not in path:
             found.append(scene[name])

@@ -27,6 +27,7 @@ from .journey import grant, to_action_plan
 DIRECTORY = SOPS / "directory"
 
 NEW_ID = "TH-SYN-HELPDESK-NAN"
+LAO_ID = "LA-SYN-HELPDESK-NAN"
 
 
 def new_agency(**changes: Any) -> dict[str, Any]:
@@ -402,8 +403,14 @@ def test_the_directory_gives_api_users_their_agencys_types(
     body = {"sop_key": "example.corridor", "origin_country": "TH", "destination_country": "LA",
             "facts": {"survivor_age": 30}}  # fmt: skip
     code = client.post("/referrals", json=body, headers=auth).json()["case_code"]
-    grant = {"scope": "case_management", "given_by": "survivor"}
-    assert client.post(f"/referrals/{code}/consents", json=grant, headers=auth).status_code == 201
+    grant: dict[str, str] = {"scope": "case_management", "given_by": "survivor"}
+    r = client.post(f"/referrals/{code}/consents", json=grant, headers=auth)
+    if not allowed:  # consent to the managing agency names it: it cannot be the case agency
+        assert r.status_code == 422, r.text
+        assert "cannot be 'case_agency'" in r.json()["message"]
+        grant["recipient_agency_type"] = "ngo"
+        r = client.post(f"/referrals/{code}/consents", json=grant, headers=auth)
+    assert r.status_code == 201, r.text
     fire = {"facts": {"safe_contact_method": "text_message"}}
     r = client.post(f"/referrals/{code}/events/record_consent", json=fire, headers=auth)
     if allowed:
@@ -418,8 +425,14 @@ def test_the_directory_gives_api_users_their_agencys_types(
 def test_a_referral_is_not_sent_to_an_agency_that_takes_no_new_cases(
     client: TestClient, users: Users, runtime: Runtime, accepting: bool
 ) -> None:
-    entry = new_agency(agency_types=["government_social_welfare"], accepts_new_cases=accepting)
-    assert put(client, users, NEW_ID, entry).status_code == 201
+    entry = new_agency(
+        agency_types=["government_social_welfare"],
+        accepts_new_cases=accepting,
+        country="LA",
+        province="Vientiane Capital",
+        contact_address="intake@helpdesk-n.la-syn.example",
+    )
+    assert put(client, users, LAO_ID, entry).status_code == 201, entry
     code = client.post("/referrals", json=referral_body(), headers=users.auth("caseworker")).json()[
         "case_code"
     ]
@@ -427,7 +440,7 @@ def test_a_referral_is_not_sent_to_an_agency_that_takes_no_new_cases(
     grant(client, users, code, "cross_border_return")
     r = client.post(
         f"/referrals/{code}/events/refer_for_return",
-        json={"recipient_agency_id": NEW_ID},
+        json={"recipient_agency_id": LAO_ID},
         headers=users.auth("caseworker"),
     )
     if accepting:

@@ -26,6 +26,7 @@ from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.directory.loader import load_directory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 from .conftest import SOPS, SURVIVOR, Users
 
@@ -41,7 +42,13 @@ def clock() -> ManualClock:
 @pytest.fixture
 def runtime(engine: Engine, library: SopLibrary, clock: ManualClock) -> Runtime:
     """Overrides the package's SQLite runtime: this module runs on both databases."""
-    return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    return Runtime(
+        engine,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        clock,
+        directory=agency_directory(),
+    )
 
 
 class Caller:

@@ -40,10 +40,12 @@ from api.app import create_app
 from api.permissions import PERMISSIONS, PUBLIC
 from api.users import create_user
 from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.directory.model import ServiceDirectory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 from .conftest import SOPS, SURVIVOR, referral_body
 
@@ -81,7 +83,9 @@ GATE = schemathesis.Config.from_dict(
 )
 """Refused callers: the door is the same for every input, so a few cases each."""
 
-OPENAPI: dict[str, Any] = create_app(cast(Runtime, None), sop_paths=[SOPS]).openapi()
+OPENAPI: dict[str, Any] = create_app(
+    cast(Runtime, None), sop_paths=[SOPS], directory=ServiceDirectory()
+).openapi()
 """The OpenAPI as the app documents itself; documenting reads no runtime (checked below)."""
 
 permitted = schemathesis.openapi.from_dict(OPENAPI, config=FUZZ)
@@ -120,7 +124,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, library: SopLibrary) -> Iter
     folder: Path = tmp_path_factory.mktemp("fuzz")
     engine = make_engine(f"sqlite:///{folder / 'sop_engine.sqlite3'}")
     upgrade(engine)
-    runtime = Runtime(engine, library, MasterKeyring(MasterKey.generate("test")))
+    runtime = Runtime(
+        engine, library, MasterKeyring(MasterKey.generate("test")), directory=agency_directory()
+    )
     tokens = {role: create_user(engine, role, role, AGENCY.get(role)).token for role in ROLES}
     app = create_app(runtime, sop_paths=[SOPS])
     with TestClient(app) as client:

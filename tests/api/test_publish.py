@@ -19,6 +19,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.language.published import PublishedLibrary, PublishedSources, load_library
 from sop_engine.persistence.models import SopSource
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 from .conftest import SOPS, Users, referral_body
 from .journey import ASSESSMENT, grant
@@ -54,7 +55,9 @@ def runtime(sqlite_engine: Engine, library: SopLibrary, clock: ManualClock) -> R
     """A runtime of its own library (a copy of the shipped one): publishing adds to it, and
     the session's library must stay as shipped for the other tests."""
     keyring = MasterKeyring(MasterKey.generate("test"))
-    return Runtime(sqlite_engine, SopLibrary(list(library)), keyring, clock)
+    return Runtime(
+        sqlite_engine, SopLibrary(list(library)), keyring, clock, directory=agency_directory()
+    )
 
 
 def upload(
@@ -270,7 +273,9 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(
 
 
 def new_app(db: Engine, library: SopLibrary, clock: ManualClock) -> TestClient:
-    runtime = Runtime(db, library, MasterKeyring(MasterKey.generate("test")), clock)
+    runtime = Runtime(
+        db, library, MasterKeyring(MasterKey.generate("test")), clock, directory=agency_directory()
+    )
     return TestClient(create_app(runtime, sop_paths=[SOPS]), raise_server_exceptions=False)
 
 
@@ -330,7 +335,13 @@ def test_referrals_on_a_published_version_escalate_in_a_worker_started_afterward
     )
     assert r.status_code == 201, r.text
 
-    worker = Runtime(runtime.db, load_library(runtime.db, [SOPS]), runtime.services.keyring, clock)
+    worker = Runtime(
+        runtime.db,
+        load_library(runtime.db, [SOPS]),
+        runtime.services.keyring,
+        clock,
+        directory=agency_directory(),
+    )
     clock.advance(timedelta(days=3))
     outcomes = worker.sweep()
     assert outcomes

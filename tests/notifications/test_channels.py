@@ -54,6 +54,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import InboxMessage, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
@@ -488,7 +489,13 @@ def test_a_webhook_without_a_usable_address_is_final(
 
 @pytest.fixture
 def runtime(engine: Engine, library: SopLibrary) -> Runtime:
-    return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), ManualClock(START))
+    return Runtime(
+        engine,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        ManualClock(START),
+        directory=agency_directory(),
+    )
 
 
 def new_referral(runtime: Runtime) -> tuple[str, str]:

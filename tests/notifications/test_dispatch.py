@@ -63,6 +63,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.outbox import MAX_ATTEMPTS, OutboxClaim, backoff
 from sop_engine.settings import Settings
+from tests.agencies import agency_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
@@ -242,12 +243,24 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
+@pytest.fixture(scope="module")
+def recipients(tmp_path_factory: pytest.TempPathFactory) -> ServiceDirectory:
+    """The tests' agencies and this module's, whom referrals may be sent to."""
+    mine = load_directory(write_directory(tmp_path_factory.mktemp("recipients") / "directory"))
+    base = agency_directory()
+    return dataclasses.replace(base, agencies=base.agencies + mine.agencies)
+
+
 @pytest.fixture
 def runtime(
-    engine: Engine, library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
+    engine: Engine,
+    library: SopLibrary,
+    keyring: MasterKeyring,
+    clock: ManualClock,
+    recipients: ServiceDirectory,
 ) -> Runtime:
     """A runtime on SQLite, then on PostgreSQL: a test using it runs once on each."""
-    return Runtime(engine, library, keyring, clock)
+    return Runtime(engine, library, keyring, clock, directory=recipients)
 
 
 @pytest.fixture
@@ -692,7 +705,12 @@ def test_the_recipient_reads_the_first_language_written_in_their_countrys_time(
 def test_a_recipient_in_myanmar_reads_the_due_time_in_yangon(
     runtime: Runtime, caseworker: Actor, directory: ServiceDirectory, channels: list[Channel]
 ) -> None:
-    refer_for_return(runtime, caseworker, SHELTER_MM)
+    """The example corridor goes to Lao PDR only (a Myanmar shelter cannot receive it), so its
+    message is readdressed to the shelter here: dispatch reads the zone off the directory."""
+    refer_for_return(runtime, caseworker, FOCAL_INBOX)
+    o = table(OutboxMessage)
+    with runtime.db.begin() as conn:
+        conn.execute(o.update().values(recipient_agency_id=SHELTER_MM))
 
     assert dispatch(runtime, directory, channels) == DispatchReport(sent=1)
     [row] = inbox(runtime)

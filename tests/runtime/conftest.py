@@ -21,6 +21,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
+from tests.agencies import agency_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
@@ -51,14 +52,14 @@ def runtime(
     engine: Engine, library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
 ) -> Runtime:
     """A runtime on SQLite, then on PostgreSQL: a test using it runs once on each."""
-    return Runtime(engine, library, keyring, clock)
+    return Runtime(engine, library, keyring, clock, directory=agency_directory())
 
 
 @pytest.fixture
 def sqlite_runtime(
     sqlite_engine: Engine, library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
 ) -> Runtime:
-    return Runtime(sqlite_engine, library, keyring, clock)
+    return Runtime(sqlite_engine, library, keyring, clock, directory=agency_directory())
 
 
 @pytest.fixture

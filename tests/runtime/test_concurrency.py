@@ -49,6 +49,7 @@ from sop_engine.persistence.models import (
 )
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRIDOR = "example.corridor"
@@ -98,7 +99,13 @@ def _start_together() -> None:
 
 
 def _open(db: Db) -> Runtime:
-    return Runtime(make_engine(db.url), _library(), db.keyring, ManualClock(db.now))
+    return Runtime(
+        make_engine(db.url),
+        _library(),
+        db.keyring,
+        ManualClock(db.now),
+        directory=agency_directory(),
+    )
 
 
 def _fire_once(db: Db, code: str, event_name: str, actor: Actor) -> dict[str, Any]:
@@ -706,9 +713,9 @@ def test_a_sweep_that_outlived_its_lease_and_its_successor_escalate_only_once(
     clock: ManualClock,
     caseworker: Actor,
 ) -> None:
-    slow = Runtime(postgres_engine, library, keyring, clock)
+    slow = Runtime(postgres_engine, library, keyring, clock, directory=agency_directory())
     other_engine = make_engine(postgres_engine.url.render_as_string(hide_password=False))
-    successor = Runtime(other_engine, library, keyring, clock)
+    successor = Runtime(other_engine, library, keyring, clock, directory=agency_directory())
     try:
         _new_referral(slow, caseworker)
         clock.advance(timedelta(hours=1, minutes=30))

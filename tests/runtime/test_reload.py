@@ -15,6 +15,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.db import make_engine
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 
 def test_every_step_survives_a_reload(
@@ -27,7 +28,7 @@ def test_every_step_survives_a_reload(
     focal_point: Actor,
 ) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    runtime = Runtime(engine, library, keyring, clock)
+    runtime = Runtime(engine, library, keyring, clock, directory=agency_directory())
     view = runtime.create_referral(
         sop_key="example.corridor",
         sop_version=1,
@@ -74,7 +75,13 @@ def test_every_step_survives_a_reload(
         before = runtime.read_referral(code, actor=caseworker, reveal_identifying=True)
         fresh_engine = make_engine(url)
         try:
-            fresh = Runtime(fresh_engine, SopLibrary(list(library)), keyring, clock)
+            fresh = Runtime(
+                fresh_engine,
+                SopLibrary(list(library)),
+                keyring,
+                clock,
+                directory=agency_directory(),
+            )
             after = fresh.read_referral(code, actor=caseworker, reveal_identifying=True)
             assert asdict(after) == asdict(before)
             assert [asdict(c) for c in fresh.verify_timeline(code)] == [

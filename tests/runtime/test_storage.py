@@ -15,6 +15,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import CaseKey, Referral, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 NAME = "Synthetic Survivor Zeta-7741"
 CONTACT = "synthetic-contact-QX93-0000"
@@ -41,7 +42,7 @@ def test_raw_database_file_holds_no_identifying_value(
     clock: ManualClock,
     caseworker: Actor,
 ) -> None:
-    runtime = Runtime(sqlite_engine, library, keyring, clock)
+    runtime = Runtime(sqlite_engine, library, keyring, clock, directory=agency_directory())
     code = _sensitive_referral(runtime, caseworker)
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
     runtime.fire(
@@ -154,6 +155,12 @@ def test_another_master_key_cannot_read(
     runtime: Runtime, caseworker: Actor, library: SopLibrary, clock: ManualClock
 ) -> None:
     code = _sensitive_referral(runtime, caseworker)
-    other = Runtime(runtime.db, library, MasterKeyring(MasterKey.generate("test")), clock)
+    other = Runtime(
+        runtime.db,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        clock,
+        directory=agency_directory(),
+    )
     with pytest.raises(TamperedData):
         other.read_referral(code, reveal_identifying=True)

@@ -15,6 +15,7 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import OutboxMessage, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
 CASEWORKER = Actor("u-cw", "caseworker", "KH-NGO-1", ("ngo",))
@@ -30,7 +31,13 @@ def clock() -> ManualClock:
 @pytest.fixture
 def runtime(engine: Engine, clock: ManualClock) -> Runtime:
     library = SopLibrary.load([MEKONG / "mekong.baseline.sop.yaml"])
-    return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    return Runtime(
+        engine,
+        library,
+        MasterKeyring(MasterKey.generate("test")),
+        clock,
+        directory=agency_directory(),
+    )
 
 
 def _to_health_referral(runtime: Runtime, clock: ManualClock) -> str:
@@ -51,7 +58,9 @@ def _to_health_referral(runtime: Runtime, clock: ManualClock) -> str:
         "awaiting_assignment"
     )
     assert runtime.fire(code, "assign_caseworker", SUPERVISOR).state == "assessment"
-    runtime.grant_consent(code, scope="health_referral", actor=CASEWORKER, given_by="survivor")
+    runtime.grant_consent(
+        code, scope="health_referral", actor=CASEWORKER, given_by="survivor", country="KH"
+    )
     sent = runtime.fire(
         code, "refer_for_health_care", CASEWORKER, {"recipient_agency_id": "KH-CLINIC-1"}
     )
@@ -81,7 +90,9 @@ def test_main_path(runtime: Runtime, clock: ManualClock) -> None:
     assert runtime.fire(code, "complete_assessment", CASEWORKER, {"facts": plan}).state == (
         "action_plan"
     )
-    runtime.grant_consent(code, scope="health_referral", actor=CASEWORKER, given_by="survivor")
+    runtime.grant_consent(
+        code, scope="health_referral", actor=CASEWORKER, given_by="survivor", country="KH"
+    )
     runtime.fire(code, "refer_for_health_care", CASEWORKER, {"recipient_agency_id": "KH-CLINIC-1"})
     for action in ("acknowledge", "accept", "deliver"):
         clock.advance(timedelta(minutes=30))

@@ -26,6 +26,7 @@ from sop_engine.persistence.models import Disclosure, OutboxMessage, Task, Timer
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.ledger import GrantRecord
+from tests.agencies import agency_directory
 
 MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
 START = datetime(2027, 3, 1, 1, 30, tzinfo=UTC)
@@ -124,7 +125,7 @@ def runtime(
     engine: Engine, library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
 ) -> Runtime:
     """A runtime on SQLite, then on PostgreSQL: a test using it runs once on each."""
-    return Runtime(engine, library, keyring, clock)
+    return Runtime(engine, library, keyring, clock, directory=agency_directory())
 
 
 @pytest.fixture(params=CORRIDORS, ids=[c.key for c in CORRIDORS])

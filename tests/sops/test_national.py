@@ -27,6 +27,7 @@ from sop_engine.language.spec import DeadlineSpec, SopSpec
 from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 from tests.shipped import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,7 +179,7 @@ def runtime(
     engine: Engine, national_library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
 ) -> Runtime:
     """A runtime on SQLite, then on PostgreSQL: a test using it runs once on each."""
-    return Runtime(engine, national_library, keyring, clock)
+    return Runtime(engine, national_library, keyring, clock, directory=agency_directory())
 
 
 @pytest.fixture(params=NATIONALS, ids=lambda n: n.key)

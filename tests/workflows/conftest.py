@@ -23,6 +23,7 @@ from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 # Prefect reads its settings, and makes its home folder, when first imported: point the home
 # at a temporary folder before any test module imports it, never at ``~/.prefect``.
@@ -52,7 +53,7 @@ def clock() -> ManualClock:
 def runtime(
     sqlite_engine: Engine, library: SopLibrary, keyring: MasterKeyring, clock: ManualClock
 ) -> Runtime:
-    return Runtime(sqlite_engine, library, keyring, clock)
+    return Runtime(sqlite_engine, library, keyring, clock, directory=agency_directory())
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineE
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings
+from tests.agencies import agency_directory
 
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
 DIRECTORY = Path(__file__).resolve().parents[2] / "sop_definitions" / "directory"
@@ -117,7 +118,7 @@ def _referral_already_due(
     try:
         upgrade(engine)
         clock = ManualClock(datetime.now(UTC) - timedelta(minutes=90))
-        runtime = Runtime(engine, library, settings.keyring(), clock)
+        runtime = Runtime(engine, library, settings.keyring(), clock, directory=agency_directory())
         view = runtime.create_referral(
             sop_key="example.corridor",
             sop_version=1,
