@@ -302,6 +302,11 @@ def test_main_path_from_intake_through_return_to_closure(
     progress = {"reintegration_status": "in_progress", "risk_level": "low"}
     followed = runtime.fire(code, "record_reintegration_follow_up", fp, {"facts": progress})
     assert followed.state == "reintegration_follow_up"
+    # What the destination writes is its own until it is fed back under consent.
+    seen_at_home = runtime.read_as_agency(code, cw).facts
+    assert "reintegration_status" not in seen_at_home
+    assert "risk_level" not in seen_at_home
+    assert runtime.read_as_agency(code, fp).facts["reintegration_status"] == "in_progress"
 
     # Feedback to the agency in the former host country, under its own consent.
     clock.advance(timedelta(days=30))
@@ -316,6 +321,9 @@ def test_main_path_from_intake_through_return_to_closure(
         },
     )
     assert (feedback.state, feedback.disclosed_to) == ("return_closure_review", c.host_agency)
+    seen_at_home = runtime.read_as_agency(code, cw).facts
+    assert seen_at_home["reintegration_status"] == "services_completed"
+    assert seen_at_home["risk_level"] == "low"
     closed = runtime.fire(code, "close_case", cw, {"facts": {"closure_reason": "needs_met"}})
     assert closed.state == "closed"
 
