@@ -8,6 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from api import errors
+from api.auth_limits import AuthFailures, FailedAuthLimit
+from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.oidc import BearerAuth
 from api.routes import (
@@ -36,6 +38,8 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     auth: BearerAuth | None = None,
     directory: ServiceDirectory | None = None,
+    auth_limit: FailedAuthLimit | None = None,
+    strict_transport_security: bool = False,
 ) -> FastAPI:
     """The API over ``runtime``.
 
@@ -45,7 +49,9 @@ def create_app(
     over ``max_request_bytes`` is answered 413 (see :mod:`api.limits`). ``auth`` says which
     bearer tokens are accepted (by default local tokens only; see :mod:`api.oidc`).
     ``directory`` is the service directory read from its files; the entries coordinators keep
-    through the API lie over it (none given: only those).
+    through the API lie over it (none given: only those). ``auth_limit`` bounds the failed
+    authentications per client (see :mod:`api.auth_limits`). Every answer carries the
+    security headers of :mod:`api.headers`, with ``Strict-Transport-Security`` when asked.
     """
     app = FastAPI(
         title="sop-engine",
@@ -57,8 +63,10 @@ def create_app(
     app.state.templates = templates
     app.state.auth = auth or BearerAuth()
     app.state.directory = directory if directory is not None else ServiceDirectory()
+    app.state.auth_failures = AuthFailures(runtime.db, runtime.clock, auth_limit)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    app.add_middleware(SecurityHeaders, strict_transport_security=strict_transport_security)
     app.include_router(health.router)
     app.include_router(sops.router)
     app.include_router(referrals.router)

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.auth_limits import AuthFailures, client_key
 from api.oidc import BearerAuth, InvalidToken, ProviderUnavailable, is_jwt
 from api.permissions import allowed
-from api.users import Principal, find_by_token
+from api.users import Principal, TokenRefused, lookup_token
 from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
@@ -50,22 +51,25 @@ def _invalid_token(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers=headers)
 
 
-def get_current_user(
-    request: Request,
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The user whose token the request carries; 401 without one, or with an unknown or
-    invalid one; 503 when the identity provider's keys cannot be had (see :mod:`api.oidc`)."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _UNAUTHENTICATED
+class _Refused(Exception):
+    """A bearer token refused, with the access log's name for why."""
+
+    def __init__(self, reason: str, message: str, user: Principal | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.user = user
+
+
+_REASONS = {"unknown": "unknown_token", "disabled": "disabled_user", "expired": "expired_token"}
+
+
+def _verify(request: Request, runtime: Runtime, token: str) -> Principal:
     auth: BearerAuth = request.app.state.auth
-    token = credentials.credentials
     if auth.oidc is not None and is_jwt(token):
         try:
             principal = auth.oidc.verify(token)
         except InvalidToken as exc:
-            raise _invalid_token(str(exc)) from None
+            raise _Refused("invalid_jwt", str(exc)) from None
         except ProviderUnavailable as exc:
             headers = {"Retry-After": "30"}
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
@@ -74,11 +78,39 @@ def get_current_user(
         types = managed_directory(request, runtime).agency_types(principal.agency_id)
         return replace(principal, agency_types=types)
     if not auth.local_tokens:
-        raise _invalid_token("only the identity provider's tokens are accepted")
-    user = find_by_token(runtime.db, token, request.app.state.directory)
-    if user is None:
-        raise _invalid_token("the bearer token is unknown or disabled")
-    return user
+        raise _Refused("local_token", "only the identity provider's tokens are accepted")
+    with runtime.db.connect() as conn:
+        try:
+            return lookup_token(conn, token, runtime.clock.now(), request.app.state.directory)
+        except TokenRefused as exc:
+            raise _Refused(_REASONS[exc.reason], str(exc), exc.user) from None
+
+
+def get_current_user(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The user whose token the request carries; 401 without one, or with an unknown,
+    expired, disabled or invalid one; 429 while the client is over its limit of failed
+    authentications (see :mod:`api.auth_limits`); 503 when the identity provider's keys
+    cannot be had (see :mod:`api.oidc`)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _UNAUTHENTICATED
+    failures: AuthFailures = request.app.state.auth_failures
+    client = client_key(request.client.host if request.client else None)
+    wait = failures.retry_after(client)
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many failed authentications from this client; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        return _verify(request, runtime, credentials.credentials)
+    except _Refused as exc:
+        failures.record(client, exc.reason, exc.user)
+        raise _invalid_token(str(exc)) from None
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

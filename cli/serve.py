@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
+from api.auth_limits import FailedAuthLimit
 from api.oidc import BearerAuth
 from notifications.catalogue import template_names
 from sop_engine.directory import ServiceDirectory, load_directory
@@ -112,6 +114,10 @@ def build_app() -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         auth=auth,
         directory=directory,
+        auth_limit=FailedAuthLimit(
+            settings.auth_failure_limit, timedelta(seconds=settings.auth_failure_window_seconds)
+        ),
+        strict_transport_security=settings.environment == "production",
     )
 
 

@@ -386,6 +386,8 @@ class AuthFailure(Base):
     window_started_at: Mapped[datetime]
     failures: Mapped[int] = mapped_column(Integer)
 
+    __table_args__ = (Index("ix_auth_failures_window", "window_started_at"),)
+
 
 class AccessLogEntry(Base):
     """One read of protected data (or one refused attempt): who, when, which referral, which

@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("client", name=op.f("pk_auth_failures")),
     )
+    op.create_index("ix_auth_failures_window", "auth_failures", ["window_started_at"])
     op.add_column("access_log", sa.Column("client", sa.String(length=64), nullable=True))
 
     keys = sa.table("idempotency_keys", sa.column("request_hash", sa.String(64)))
@@ -73,6 +74,7 @@ def downgrade() -> None:
     is refused as another request (422), which never runs anything twice."""
     # Not a batch: rebuilding the table on SQLite would lose its AUTOINCREMENT.
     op.drop_column("access_log", "client")
+    op.drop_index("ix_auth_failures_window", table_name="auth_failures")
     op.drop_table("auth_failures")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("token_expires_at")
