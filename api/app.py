@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from api import errors
-from api.auth_limits import AuthFailures, FailedAuthLimit
+from api.auth_limits import FailedAuthLimit
 from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.oidc import BearerAuth
@@ -63,7 +63,7 @@ def create_app(
     app.state.templates = templates
     app.state.auth = auth or BearerAuth()
     app.state.directory = directory if directory is not None else ServiceDirectory()
-    app.state.auth_failures = AuthFailures(runtime.db, runtime.clock, auth_limit)
+    app.state.auth_limit = auth_limit or FailedAuthLimit()
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.add_middleware(SecurityHeaders, strict_transport_security=strict_transport_security)

@@ -1,18 +1,23 @@
 """Failed authentication, limited per client and written to the access log.
 
 A request that presents a bearer token the API refuses (unknown, expired, a disabled user's,
-a JWT that does not verify) counts as one failure of its client. A client that made
-``limit`` failures in the current window is answered **429** with ``Retry-After`` (the
-seconds until its window ends) on every request that carries a token, before the token is
-looked at, so that a correct guess is refused too while the limit holds.
+a JWT that does not verify) counts as one failure of its client. Once a client has made
+``limit`` failures in the current window, each further refused token is answered **429**
+with ``Retry-After`` (the seconds until its window ends) instead of 401, and costs a read,
+no write: neither the count nor the log grows while the limit holds.
+
+A token that is good is served whatever its client's failures: the limit is on failures.
+Blocking good tokens too would buy nothing against guessing (a token is 32 random bytes: no
+number of guesses finds one), and would lock out every colleague behind the same address (a
+field office's NAT, a proxy) because one device keeps sending a stale token. It also keeps
+the cost of the limit off the requests that succeed: none at all.
 
 The count lives in the database (``auth_failures``: one row per client, a fixed window),
 so it is shared by every API process on the same database and survives a restart: a
 client spreading its attempts over several processes behind a load balancer meets the same
-limit. A client therefore makes at most ``limit`` failed attempts per window, and at most
-twice that in any span of one window's length (the end of one window and the start of the
-next). The check costs one primary-key read per request with a token; each failure one
-write, and a blocked client none (only its first refused request is written, once).
+limit. A client therefore makes at most ``limit`` failed attempts per window (plus those in
+flight at once when it reaches it), and at most twice that in any span of one window's
+length (the end of one window and the start of the next).
 
 The client is the address the server sees: behind a reverse proxy, the forwarded address,
 which uvicorn takes from ``X-Forwarded-For`` only when the proxy is trusted
@@ -20,10 +25,10 @@ which uvicorn takes from ``X-Forwarded-For`` only when the proxy is trusted
 a whole /64. Requests without a token are not counted (they guess nothing), and a valid
 token never resets a client's count.
 
-Each failure is written to the access log in the same transaction (action ``auth.<reason>``,
-outcome ``refused``, the client's address; the user id when the token was a known user's,
-expired or disabled), never the token nor any part of it; the first refused request of a
-blocked client is written as ``auth.limited``.
+Each failure is written to the access log in the same transaction as its count (action
+``auth.<reason>``, outcome ``refused``, the client's address; the user id when the token was
+a known user's, expired or disabled), never the token nor any part of it; the first refused
+request of a blocked client is written as ``auth.limited``, once per window.
 """
 
 from __future__ import annotations
@@ -42,9 +47,12 @@ from sop_engine.persistence.models import AuthFailure, UtcDateTime, table
 from sop_engine.runtime.access_log import record_access
 from sop_engine.runtime.actors import Actor
 
-__all__ = ["UNAUTHENTICATED", "AuthFailures", "FailedAuthLimit", "client_key"]
+__all__ = ["UNAUTHENTICATED", "AuthFailures", "Blocked", "FailedAuthLimit", "client_key"]
 
 _F = table(AuthFailure)
+_BY_CLIENT = select(_F.c.failures, _F.c.window_started_at).where(
+    _F.c.client == bindparam("p_client")
+)
 
 UNAUTHENTICATED = Actor("unauthenticated", "none")
 """Who the access log names for a failure whose token was nobody's."""
@@ -81,6 +89,17 @@ def client_key(host: str | None) -> str:
     return str(address)
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """A client over its limit: how long until it may try again, and the row as read (so
+    that the first refusal is logged once, whichever process sees it first)."""
+
+    client: str
+    seconds: int
+    failures: int
+    window_started_at: datetime
+
+
 class AuthFailures:
     """The failed authentications of the clients of one database."""
 
@@ -89,35 +108,35 @@ class AuthFailures:
         self.clock = clock
         self.limit = limit or FailedAuthLimit()
 
-    def retry_after(self, client: str) -> int | None:
-        """Seconds until ``client`` may try again, or None while it is under its limit. The
-        first refusal of a window is counted and logged (once, whichever process sees it)."""
-        now = self.clock.now()
-        with self.db.connect() as conn:
-            row = conn.execute(
-                select(_F.c.failures, _F.c.window_started_at).where(_F.c.client == client)
-            ).first()
-        limit = self.limit.limit
-        if row is None or row.failures < limit:
+    def blocked(self, conn: Connection, client: str) -> Blocked | None:
+        """Whether ``client`` is over its limit (read on ``conn``); None while it is not."""
+        row = conn.execute(_BY_CLIENT, {"p_client": client}).first()
+        if row is None or row.failures < self.limit.limit:
             return None
+        now = self.clock.now()
         ends = row.window_started_at + self.limit.window
         if ends <= now:
             return None
-        if row.failures == limit:
+        seconds = max(1, math.ceil((ends - now).total_seconds()))
+        return Blocked(client, seconds, row.failures, row.window_started_at)
+
+    def refuse(self, blocked: Blocked) -> int:
+        """The seconds to wait; the first refusal of a window is counted and logged."""
+        limit = self.limit.limit
+        if blocked.failures == limit:
             with self.db.begin() as conn:
                 first = conn.execute(
                     update(_F)
                     .where(
-                        _F.c.client == client,
+                        _F.c.client == blocked.client,
                         _F.c.failures == limit,
-                        _F.c.window_started_at == row.window_started_at,
+                        _F.c.window_started_at == blocked.window_started_at,
                     )
                     .values(failures=limit + 1)
                 ).rowcount
                 if first:
-                    self._log(conn, now, client, "limited", None)
-        wait: int = max(1, math.ceil((ends - now).total_seconds()))
-        return wait
+                    self._log(conn, self.clock.now(), blocked.client, "limited", None)
+        return blocked.seconds
 
     def record(self, client: str, reason: str, user: Principal | None = None) -> None:
         """Count one failure of ``client`` and write it to the access log, in one

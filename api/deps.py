@@ -63,20 +63,27 @@ class _Refused(Exception):
 _REASONS = {"unknown": "unknown_token", "disabled": "disabled_user", "expired": "expired_token"}
 
 
+def _verify_jwt(request: Request, runtime: Runtime, token: str) -> Principal:
+    auth: BearerAuth = request.app.state.auth
+    assert auth.oidc is not None
+    try:
+        principal = auth.oidc.verify(token)
+    except InvalidToken as exc:
+        raise _Refused("invalid_jwt", str(exc)) from None
+    except ProviderUnavailable as exc:
+        headers = {"Retry-After": "30"}
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
+    if principal.agency_id is None:
+        return principal
+    types = managed_directory(request, runtime).agency_types(principal.agency_id)
+    return replace(principal, agency_types=types)
+
+
 def _verify(request: Request, runtime: Runtime, token: str) -> Principal:
+    """The token's user, or :class:`_Refused`."""
     auth: BearerAuth = request.app.state.auth
     if auth.oidc is not None and is_jwt(token):
-        try:
-            principal = auth.oidc.verify(token)
-        except InvalidToken as exc:
-            raise _Refused("invalid_jwt", str(exc)) from None
-        except ProviderUnavailable as exc:
-            headers = {"Retry-After": "30"}
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
-        if principal.agency_id is None:
-            return principal
-        types = managed_directory(request, runtime).agency_types(principal.agency_id)
-        return replace(principal, agency_types=types)
+        return _verify_jwt(request, runtime, token)
     if not auth.local_tokens:
         raise _Refused("local_token", "only the identity provider's tokens are accepted")
     with runtime.db.connect() as conn:
@@ -92,28 +99,40 @@ def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The user whose token the request carries; 401 without one, or with an unknown,
-    expired, disabled or invalid one; 429 while the client is over its limit of failed
-    authentications (see :mod:`api.auth_limits`); 503 when the identity provider's keys
-    cannot be had (see :mod:`api.oidc`)."""
+    expired, disabled or invalid one, and 429 instead while the client is over its limit
+    of failed authentications (see :mod:`api.auth_limits`: a token that is good is served
+    whatever the client's failures); 503 when the identity provider's keys cannot be had
+    (see :mod:`api.oidc`)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _UNAUTHENTICATED
-    failures: AuthFailures = request.app.state.auth_failures
-    client = client_key(request.client.host if request.client else None)
-    wait = failures.retry_after(client)
-    if wait is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many failed authentications from this client; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
     try:
         return _verify(request, runtime, credentials.credentials)
     except _Refused as exc:
+        failures = auth_failures(request, runtime)
+        client = client_key(request.client.host if request.client else None)
+        with runtime.db.connect() as conn:
+            blocked = failures.blocked(conn, client)
+        if blocked is not None:
+            wait = failures.refuse(blocked)
+            message = f"too many failed authentications from this client; retry in {wait} s"
+            headers = {"Retry-After": str(wait)}
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers) from None
         failures.record(client, exc.reason, exc.user)
         raise _invalid_token(str(exc)) from None
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def auth_failures(request: Request, runtime: Runtime) -> AuthFailures:
+    """The failed authentications of the runtime's database, under ``create_app``'s limit;
+    made on first use, like :func:`managed_directory`."""
+    state = request.app.state
+    failures: AuthFailures | None = getattr(state, "auth_failures", None)
+    if failures is None or failures.db is not runtime.db:
+        failures = AuthFailures(runtime.db, runtime.clock, state.auth_limit)
+        state.auth_failures = failures
+    return failures
 
 
 def managed_directory(request: Request, runtime: RuntimeDep) -> ManagedDirectory:
