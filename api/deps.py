@@ -28,7 +28,10 @@ __all__ = [
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="The token printed by `sop-engine users add`, or the identity provider's JWT",
+    description=(
+        "The token printed by `sop-engine users add` or `rotate-token`, or the identity "
+        "provider's JWT"
+    ),
 )
 
 

@@ -135,6 +135,8 @@ def create_user(
     them), an agency it does not list (with a "did you mean")."""
     if not username or len(username) > 100:
         raise InvalidInput("a username has 1 to 100 characters", field="username")
+    if not username.isprintable() or username.split() != [username]:
+        raise InvalidInput("a username has no spaces, tabs or control characters", field="username")
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})", field="role")
     if role in AGENCY_ROLES and not agency_id:

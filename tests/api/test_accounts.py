@@ -17,7 +17,7 @@ from api.permissions import PERMISSIONS
 from api.users import create_user, list_users, rotate_token, set_disabled
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
-from sop_engine.errors import NotFound
+from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import AccessLogEntry, User, table
 from sop_engine.runtime.engine import Runtime
@@ -165,3 +165,11 @@ def test_changing_a_user_that_does_not_exist_is_not_found_with_a_near_name(
         set_disabled(runtime.db, "cw-th-1", True)
     with pytest.raises(NotFound, match="no user 'nobody'"):
         rotate_token(runtime.db, "nobody")
+
+
+@pytest.mark.parametrize("name", ["", "x" * 101, "cw\x00th", " cw", "cw th", "cw\t1", "cw\n"])
+def test_a_username_is_one_printable_word(runtime: Runtime, name: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        create_user(runtime.db, name, "auditor")
+    assert refused.value.field == "username"
+    assert list_users(runtime.db) == []
