@@ -145,7 +145,15 @@ class AuthFailures:
         with self.db.begin() as conn:
             self._count(conn, client, now)
             self._log(conn, now, client, reason, user)
-            conn.execute(delete(_F).where(_F.c.window_started_at <= now - self.limit.window))
+            # Rows another failure holds are skipped, never waited for: two transactions each
+            # holding its own client's row and waiting for the other's would deadlock.
+            # (SQLite has no row locks and runs one writer at a time: the clause is dropped.)
+            stale = (
+                select(_F.c.client)
+                .where(_F.c.window_started_at <= now - self.limit.window)
+                .with_for_update(skip_locked=True)
+            )
+            conn.execute(delete(_F).where(_F.c.client.in_(stale)))
 
     def _count(self, conn: Connection, client: str, now: datetime) -> None:
         stamp = bindparam("p_now", now, type_=UtcDateTime())

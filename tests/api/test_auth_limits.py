@@ -8,6 +8,7 @@ when the window ends. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from api.app import create_app
-from api.auth_limits import FailedAuthLimit, client_key
+from api.auth_limits import AuthFailures, FailedAuthLimit, client_key
 from api.users import create_user
 from cli.serve import build_app
 from sop_engine.clock import ManualClock
@@ -248,3 +249,31 @@ def test_a_bad_limit_or_lifetime_setting_is_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("SOP_ENGINE_").lower()):
         Settings()
+
+
+def test_failures_of_two_clients_at_once_never_deadlock(postgres_engine: Engine) -> None:
+    """Each failure holds its client's row and forgets stale rows: two failures of two
+    clients whose windows both ended, meeting at that moment, must not wait on each other."""
+    clock = ManualClock(START)
+    failures = AuthFailures(postgres_engine, clock, LIMIT)
+    for client in ("203.0.113.1", "203.0.113.2"):
+        failures.record(client, "unknown_token")
+    clock.advance(LIMIT.window + timedelta(seconds=1))
+    meet = threading.Barrier(2, timeout=20)
+
+    def both_hold_their_rows(_: object, __: object, statement: str, *rest: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM AUTH_FAILURES"):
+            meet.wait()
+
+    event.listen(postgres_engine, "before_cursor_execute", both_hold_their_rows)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            done = pool.map(
+                lambda c: failures.record(c, "unknown_token"), ["203.0.113.1", "203.0.113.2"]
+            )
+            list(done)
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", both_hold_their_rows)
+    with postgres_engine.connect() as conn:
+        rows = conn.execute(select(_F.c.client, _F.c.failures).order_by(_F.c.client)).all()
+    assert [tuple(r) for r in rows] == [("203.0.113.1", 1), ("203.0.113.2", 1)]
