@@ -21,9 +21,9 @@ length (the end of one window and the start of the next).
 
 The client is the address the server sees: behind a reverse proxy, the forwarded address,
 which uvicorn takes from ``X-Forwarded-For`` only when the proxy is trusted
-(``FORWARDED_ALLOW_IPS``). IPv6 clients count per /64 network, since one host commonly holds
-a whole /64. Requests without a token are not counted (they guess nothing), and a valid
-token never resets a client's count.
+(``FORWARDED_ALLOW_IPS``, by default the loopback addresses). IPv6 clients count per /64
+network, since one host commonly holds a whole /64. Requests without a token are not
+counted (they guess nothing), and a valid token never resets a client's count.
 
 Each failure is written to the access log in the same transaction as its count (action
 ``auth.<reason>``, outcome ``refused``, the client's address; the user id when the token was
