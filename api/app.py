@@ -8,6 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from api import errors
+from api.auth_limits import FailedAuthLimit
+from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.oidc import BearerAuth
 from api.routes import (
@@ -36,6 +38,8 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     auth: BearerAuth | None = None,
     directory: ServiceDirectory | None = None,
+    auth_limit: FailedAuthLimit | None = None,
+    strict_transport_security: bool = False,
 ) -> FastAPI:
     """The API over ``runtime``.
 
@@ -46,7 +50,9 @@ def create_app(
     bearer tokens are accepted (by default local tokens only; see :mod:`api.oidc`).
     ``directory`` is the service directory read from its files; the entries coordinators keep
     through the API lie over it (none given: the runtime's, whose agencies alone may receive
-    a referral).
+    a referral). ``auth_limit`` bounds the failed authentications per client (see
+    :mod:`api.auth_limits`). Every answer carries the security headers of
+    :mod:`api.headers`, with ``Strict-Transport-Security`` when asked.
     """
     app = FastAPI(
         title="sop-engine",
@@ -58,8 +64,10 @@ def create_app(
     app.state.templates = templates
     app.state.auth = auth or BearerAuth()
     app.state.directory = directory if directory is not None else runtime.services.directory
+    app.state.auth_limit = auth_limit or FailedAuthLimit()
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    app.add_middleware(SecurityHeaders, strict_transport_security=strict_transport_security)
     app.include_router(health.router)
     app.include_router(sops.router)
     app.include_router(referrals.router)

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.auth_limits import AuthFailures, client_key
 from api.oidc import BearerAuth, InvalidToken, ProviderUnavailable, is_jwt
 from api.permissions import allowed
-from api.users import Principal, find_by_token
+from api.users import Principal, TokenRefused, lookup_token
 from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
@@ -27,7 +28,10 @@ __all__ = [
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="The token printed by `sop-engine users add`, or the identity provider's JWT",
+    description=(
+        "The token printed by `sop-engine users add` or `rotate-token`, or the identity "
+        "provider's JWT"
+    ),
 )
 
 
@@ -50,38 +54,88 @@ def _invalid_token(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers=headers)
 
 
+class _Refused(Exception):
+    """A bearer token refused, with the access log's name for why."""
+
+    def __init__(self, reason: str, message: str, user: Principal | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.user = user
+
+
+_REASONS = {"unknown": "unknown_token", "disabled": "disabled_user", "expired": "expired_token"}
+
+
+def _verify_jwt(request: Request, runtime: Runtime, token: str) -> Principal:
+    auth: BearerAuth = request.app.state.auth
+    assert auth.oidc is not None
+    try:
+        principal = auth.oidc.verify(token)
+    except InvalidToken as exc:
+        raise _Refused("invalid_jwt", str(exc)) from None
+    except ProviderUnavailable as exc:
+        headers = {"Retry-After": "30"}
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
+    if principal.agency_id is None:
+        return principal
+    types = managed_directory(request, runtime).agency_types(principal.agency_id)
+    return replace(principal, agency_types=types)
+
+
+def _verify(request: Request, runtime: Runtime, token: str) -> Principal:
+    """The token's user, or :class:`_Refused`."""
+    auth: BearerAuth = request.app.state.auth
+    if auth.oidc is not None and is_jwt(token):
+        return _verify_jwt(request, runtime, token)
+    if not auth.local_tokens:
+        raise _Refused("local_token", "only the identity provider's tokens are accepted")
+    with runtime.db.connect() as conn:
+        try:
+            return lookup_token(conn, token, runtime.clock.now(), request.app.state.directory)
+        except TokenRefused as exc:
+            raise _Refused(_REASONS[exc.reason], str(exc), exc.user) from None
+
+
 def get_current_user(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The user whose token the request carries; 401 without one, or with an unknown or
-    invalid one; 503 when the identity provider's keys cannot be had (see :mod:`api.oidc`)."""
+    """The user whose token the request carries; 401 without one, or with an unknown,
+    expired, disabled or invalid one, and 429 instead while the client is over its limit
+    of failed authentications (see :mod:`api.auth_limits`: a token that is good is served
+    whatever the client's failures); 503 when the identity provider's keys cannot be had
+    (see :mod:`api.oidc`)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _UNAUTHENTICATED
-    auth: BearerAuth = request.app.state.auth
-    token = credentials.credentials
-    if auth.oidc is not None and is_jwt(token):
-        try:
-            principal = auth.oidc.verify(token)
-        except InvalidToken as exc:
-            raise _invalid_token(str(exc)) from None
-        except ProviderUnavailable as exc:
-            headers = {"Retry-After": "30"}
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers) from None
-        if principal.agency_id is None:
-            return principal
-        types = managed_directory(request, runtime).agency_types(principal.agency_id)
-        return replace(principal, agency_types=types)
-    if not auth.local_tokens:
-        raise _invalid_token("only the identity provider's tokens are accepted")
-    user = find_by_token(runtime.db, token, request.app.state.directory)
-    if user is None:
-        raise _invalid_token("the bearer token is unknown or disabled")
-    return user
+    try:
+        return _verify(request, runtime, credentials.credentials)
+    except _Refused as exc:
+        failures = auth_failures(request, runtime)
+        client = client_key(request.client.host if request.client else None)
+        with runtime.db.connect() as conn:
+            blocked = failures.blocked(conn, client)
+        if blocked is not None:
+            wait = failures.refuse(blocked)
+            message = f"too many failed authentications from this client; retry in {wait} s"
+            headers = {"Retry-After": str(wait)}
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers) from None
+        failures.record(client, exc.reason, exc.user)
+        raise _invalid_token(str(exc)) from None
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def auth_failures(request: Request, runtime: Runtime) -> AuthFailures:
+    """The failed authentications of the runtime's database, under ``create_app``'s limit;
+    made on first use, like :func:`managed_directory`."""
+    state = request.app.state
+    failures: AuthFailures | None = getattr(state, "auth_failures", None)
+    if failures is None or failures.db is not runtime.db:
+        failures = AuthFailures(runtime.db, runtime.clock, state.auth_limit)
+        state.auth_failures = failures
+    return failures
 
 
 def managed_directory(request: Request, runtime: RuntimeDep) -> ManagedDirectory:

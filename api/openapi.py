@@ -63,7 +63,8 @@ class ErrorBody(BaseModel):
 
 _ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
     401: (
-        "No bearer token, or one that is unknown, disabled or invalid (`unauthenticated`)",
+        "No bearer token, or one that is unknown, expired, a disabled user's or invalid "
+        "(`unauthenticated`)",
         {"error": "unauthenticated", "message": "a valid bearer token is required"},
     ),
     403: (
@@ -95,6 +96,14 @@ _ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
             "field": "body",
         },
     ),
+    429: (
+        "Too many failed authentications from this client (`too_many_requests`): wait for "
+        "`Retry-After` seconds",
+        {
+            "error": "too_many_requests",
+            "message": "too many failed authentications from this client; retry in 240 s",
+        },
+    ),
     422: (
         "A field is missing or invalid (`invalid_input`, with `field`); an SOP has problems "
         "(`definition_error`, with `problems`)",
@@ -114,9 +123,10 @@ _ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` documenting these error codes (401, 403, 404, 409, 413, 422)."""
+    """The ``responses=`` documenting these error codes (401, 403, 404, 409, 413, 422); a
+    route that may answer 401 may answer 429 too (:mod:`api.auth_limits`), so 401 brings it."""
     responses: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
+    for code in sorted({*codes, *((429,) if 401 in codes else ())}):
         description, example = _ANSWERS[code]
         answer: dict[str, Any] = {
             "model": ErrorBody,
@@ -128,6 +138,13 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
                 "WWW-Authenticate": {
                     "description": '`Bearer`, with `error="invalid_token"` for a bad token',
                     "schema": {"type": "string"},
+                }
+            }
+        if code == 429:
+            answer["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds until the client may try again",
+                    "schema": {"type": "integer"},
                 }
             }
         responses[code] = answer

@@ -8,19 +8,16 @@ A test keeps it so (``tests/test_cli.py``)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from api.roles import ROLES as USER_ROLES
+from cli.database import database, settings_engine
+from cli.users import users
 from sop_engine.directory.vocabulary import CORRIDOR_ROLES, SERVICES
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from sop_engine.language.compiler import SopLibrary
 
 __all__ = ["cli", "main"]
@@ -120,40 +117,13 @@ def db() -> None:
     """The database (SOP_ENGINE_DATABASE_URL, by default SQLite in SOP_ENGINE_DATA_DIR)."""
 
 
-def _engine() -> Engine:
-    from sop_engine.errors import ConfigurationError
-    from sop_engine.persistence.db import make_engine
-    from sop_engine.settings import get_settings
-
-    try:
-        return make_engine(get_settings().resolved_database_url())
-    except ConfigurationError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-
-
-@contextmanager
-def _database(engine: Engine) -> Iterator[None]:
-    """Report a database that cannot be reached in one line, and always close the pool."""
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        yield
-    except OperationalError as exc:
-        shown = engine.url.render_as_string(hide_password=True)
-        click.echo(f"cannot use the database at {shown}: {exc.orig}", err=True)
-        sys.exit(1)
-    finally:
-        engine.dispose()
-
-
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database's schema to this version's head; print the revision reached."""
     from sop_engine.persistence.migrate import current_revision, upgrade
 
-    engine = _engine()
-    with _database(engine):
+    engine = settings_engine()
+    with database(engine):
         upgrade(engine)
         revision = current_revision(engine)
     click.echo(revision)
@@ -165,8 +135,8 @@ def db_current() -> None:
     """Print the database's schema revision ("none" before the first upgrade)."""
     from sop_engine.persistence.migrate import current_revision, head_revision
 
-    engine = _engine()
-    with _database(engine):
+    engine = settings_engine()
+    with database(engine):
         revision = current_revision(engine)
     click.echo(revision or "none")
     head = head_revision()
@@ -269,8 +239,8 @@ def timeline_verify(case_code: str | None) -> None:
     """Recompute every timeline's hash chain; name the first entry that does not match."""
     from sop_engine.timeline.entries import verify_timelines
 
-    engine = _engine()
-    with _database(engine), engine.connect() as conn:
+    engine = settings_engine()
+    with database(engine), engine.connect() as conn:
         checks = verify_timelines(conn, case_code)
     if case_code is not None and not checks:
         click.echo(f"no referral {case_code}", err=True)
@@ -417,36 +387,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     sys.exit(run_serve(host=host, port=port, worker=not no_worker))
 
 
-@cli.group()
-def users() -> None:
-    """Users of the API and their bearer tokens."""
-
-
-@users.command("add")
-@click.argument("username")
-@click.option(
-    "--role",
-    required=True,
-    type=click.Choice(USER_ROLES),
-    help="What the user may do through the API.",
-)
-@click.option("--agency", "agency_id", metavar="AGENCY", help="The agency the user acts for.")
-def users_add(username: str, role: str, agency_id: str | None) -> None:
-    """Create a user and print its bearer token, once: only its hash is stored."""
-    from api.users import create_user
-    from sop_engine.errors import InvalidInput
-
-    engine = _engine()
-    with _database(engine):
-        try:
-            created = create_user(engine, username, role, agency_id)
-        except InvalidInput as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(1)
-    click.echo(created.token)
-    click.echo(
-        f"user {username} ({role}) created; the token above is shown only this once", err=True
-    )
+cli.add_command(users)
 
 
 def main() -> None:

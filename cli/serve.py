@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -35,6 +36,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import create_app
+from api.auth_limits import FailedAuthLimit
 from api.oidc import BearerAuth
 from notifications.catalogue import template_names
 from sop_engine.clock import SystemClock
@@ -114,6 +116,10 @@ def build_app() -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         auth=auth,
         directory=directory,
+        auth_limit=FailedAuthLimit(
+            settings.auth_failure_limit, timedelta(seconds=settings.auth_failure_window_seconds)
+        ),
+        strict_transport_security=settings.environment == "production",
     )
 
 

@@ -25,6 +25,11 @@ Choices, and why:
 - The **associated data** (the referral id) is authenticated but not stored: a blob copied
   onto another referral fails to open. The format version byte is authenticated too.
 
+- Other keys the engine needs (the key of the idempotency records' request MACs) are
+  **derived** from a master key with HKDF-SHA256 (RFC 5869), one ``info`` label per purpose
+  (:func:`derive_key`), so that no second secret has to be kept, and a key derived for one
+  purpose says nothing about the master key or any other purpose's key.
+
 Sealed blob layout: ``version (1 byte, 0x01) || nonce (12 bytes) || ciphertext and tag``.
 
 Nothing here logs or prints, and no error message carries plaintext or key material.
@@ -40,7 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from sop_engine.errors import ConfigurationError, TamperedData
@@ -50,6 +57,7 @@ __all__ = [
     "KEY_BYTES",
     "MasterKey",
     "MasterKeyring",
+    "derive_key",
     "new_case_key",
     "open_sealed",
     "rewrap_case_key",
@@ -171,6 +179,19 @@ class MasterKeyring:
             if key.key_id == key_id:
                 return key
         return None
+
+
+def derive_key(master: MasterKey, purpose: str) -> bytes:
+    """A 32-byte key for ``purpose`` (such as ``"idempotency-request-mac/v1"``), derived from
+    ``master`` with HKDF-SHA256: the same master key and purpose give the same key in every
+    process and after every restart. No salt: the master key is already uniformly random,
+    which is the case RFC 5869 (section 3.1) lets go without one."""
+    if not purpose:
+        raise ValueError("a derived key needs a purpose")
+    info = b"sop-engine/" + purpose.encode("ascii")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(
+        master.material
+    )
 
 
 def new_case_key() -> bytes:

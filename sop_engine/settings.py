@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1024 * 1024 + 64 * 1024
     """Largest request body the API reads (413 above it); above the SOP files' 1 MiB limit."""
 
+    token_lifetime_days: int = Field(default=90, ge=1, le=3650)
+    """How long a token of ``sop-engine users add`` or ``rotate-token`` is accepted."""
+    auth_failure_limit: int = Field(default=20, ge=1, le=10_000)
+    """Failed authentications a client address may make per window; then 429 until the
+    window ends (see :mod:`api.auth_limits`)."""
+    auth_failure_window_seconds: int = Field(default=300, ge=1, le=86_400)
+    """The length of that window."""
+
     auth_mode: AuthMode | None = None
     """Bearer tokens the API accepts: ``tokens`` (``sop-engine users add``), ``oidc`` (JWTs of
     the identity provider) or ``both``; by default ``both`` when ``oidc_issuer`` is set."""

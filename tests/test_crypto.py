@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from sop_engine.crypto import (
     MasterKey,
     MasterKeyring,
+    derive_key,
     new_case_key,
     open_sealed,
     rewrap_case_key,
@@ -227,3 +228,16 @@ def test_case_keys_must_be_32_bytes() -> None:
         wrap_case_key(ring, bytes(16))
     with pytest.raises(ValueError, match="32 bytes"):
         seal(bytes(16), SURVIVOR, associated_data=REFERRAL)
+
+
+def test_a_derived_key_is_stable_per_master_key_and_purpose_and_reveals_neither() -> None:
+    master = MasterKey.generate("k1")
+    again = MasterKey.from_setting(master.to_setting())
+    key = derive_key(master, "idempotency-request-mac/v1")
+    assert len(key) == 32
+    assert derive_key(again, "idempotency-request-mac/v1") == key  # after a restart
+    assert derive_key(master, "another-purpose/v1") != key
+    assert derive_key(MasterKey.generate("k1"), "idempotency-request-mac/v1") != key
+    assert key != master.material
+    with pytest.raises(ValueError, match="purpose"):
+        derive_key(master, "")

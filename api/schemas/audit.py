@@ -138,6 +138,9 @@ class AccessLogEntryPublic(BaseModel):
     case_code: str | None
     fields: list[str]
     outcome: str
+    client: str | None = Field(
+        default=None, description="The client's address, for refused authentications (auth.*)."
+    )
 
     @classmethod
     def of(cls, r: AccessRecord) -> AccessLogEntryPublic:
@@ -151,6 +154,7 @@ class AccessLogEntryPublic(BaseModel):
             case_code=r.case_code,
             fields=list(r.fields),
             outcome=r.outcome,
+            client=r.client,
         )
 
 

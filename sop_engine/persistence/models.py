@@ -4,9 +4,9 @@ case's own key (``case_keys``), so that deleting that one key row erases them ev
 
 All timestamps are timezone-aware UTC (:class:`UtcDateTime`), on SQLite as on PostgreSQL.
 The referral tables are written only by :mod:`sop_engine.runtime`, through ``fire`` and its
-siblings; ``users`` by :mod:`api.users`, the published SOPs by :mod:`sop_engine.publishing`,
-``managed_agencies`` by :mod:`sop_engine.directory.managed`, ``inbox_messages`` by the
-notifications' in-app channel.
+siblings; ``users`` by :mod:`api.users`, ``auth_failures`` by :mod:`api.auth_limits`, the
+published SOPs by :mod:`sop_engine.publishing`, ``managed_agencies`` by
+:mod:`sop_engine.directory.managed`, ``inbox_messages`` by the notifications' in-app channel.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "AccessLogEntry",
+    "AuthFailure",
     "Base",
     "CaseKey",
     "ConsentGrant",
@@ -371,7 +372,7 @@ class IdempotencyRecord(Base):
 class User(Base):
     """Someone who calls the API: one role, at one agency (none for coordinators and auditors
     acting for no agency). Only the SHA-256 of the bearer token is kept; the token itself is
-    shown once, when the user is created."""
+    shown once, when the user is created or the token rotated."""
 
     __tablename__ = "users"
 
@@ -383,6 +384,24 @@ class User(Base):
     """Hex SHA-256 of the bearer token; a request's token is hashed and looked up."""
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
+    token_issued_at: Mapped[datetime]
+    """When the current token was made (at creation, then at each rotation)."""
+    token_expires_at: Mapped[datetime]
+    """From then on the token is refused (401); rotating it gives a fresh lifetime."""
+
+
+class AuthFailure(Base):
+    """Failed authentications of one client address in the current window: what the API's
+    limit on them counts, shared by every API process through the database."""
+
+    __tablename__ = "auth_failures"
+
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The client's address, as the server saw it (behind a trusted proxy: the forwarded one)."""
+    window_started_at: Mapped[datetime]
+    failures: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_auth_failures_window", "window_started_at"),)
 
 
 class AccessLogEntry(Base):
@@ -403,6 +422,8 @@ class AccessLogEntry(Base):
     fields: Mapped[list[Any]] = mapped_column(default=list)
     outcome: Mapped[str] = mapped_column(String(16))
     """``granted``, or ``refused`` (the reader was answered 404 or 403)."""
+    client: Mapped[str | None] = mapped_column(String(64))
+    """The client's address, for refused authentications (``auth.*``); None otherwise."""
 
     __table_args__ = (
         Index("ix_access_log_referral", "referral_id", "id"),

@@ -3,7 +3,8 @@
 A read is logged in its own transaction before the data leaves the engine; if the log cannot
 be written the read fails. Refused attempts (a referral another agency cannot see, data
 withheld after a withdrawal) are logged too, with ``outcome="refused"``: auditors look for
-them. Rows hold field names, never values, and ids, never names.
+them, and so are refused authentications (``auth.*``, with the client's address; see
+:mod:`api.auth_limits`). Rows hold field names, never values, and ids, never names.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class AccessRecord:
     case_code: str | None
     fields: tuple[str, ...]
     outcome: str
+    client: str | None = None
+    """The client's address, for refused authentications only."""
 
 
 def record_access(
@@ -48,6 +51,7 @@ def record_access(
     referral_id: str | None = None,
     fields: Sequence[str] = (),
     outcome: str = "granted",
+    client: str | None = None,
 ) -> None:
     """Append one row, in the caller's transaction."""
     if outcome not in OUTCOMES:
@@ -62,6 +66,7 @@ def record_access(
             referral_id=referral_id,
             fields=sorted(set(fields)),
             outcome=outcome,
+            client=client,
         )
     )
 
@@ -140,6 +145,7 @@ def list_access(
             case_code=r.case_code,
             fields=tuple(r.fields or ()),
             outcome=r.outcome,
+            client=r.client,
         )
         for r in rows
     ]

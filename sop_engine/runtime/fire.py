@@ -11,7 +11,6 @@ returns the first result and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -53,9 +52,9 @@ from sop_engine.runtime.disclosure import (
     sealed_note,
 )
 from sop_engine.runtime.facts import check_facts, split_identifying
+from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.recipients import Recipient, check_slot, recipient
 from sop_engine.runtime.services import Services
-from sop_engine.timeline.chain import canonical_json
 from sop_engine.timeline.entries import EntryDraft
 
 __all__ = [
@@ -103,9 +102,11 @@ class FireResult:
         return cls(**values, replayed=replayed)
 
 
-def _request_hash(case_code: str, event: str, payload: Mapping[str, Any] | None) -> str:
-    body = canonical_json({"case_code": case_code, "event": event, "payload": dict(payload or {})})
-    return hashlib.sha256(body).hexdigest()
+def _fingerprint(
+    services: Services, case_code: str, event: str, payload: Mapping[str, Any] | None
+) -> RequestFingerprint:
+    request = {"case_code": case_code, "event": event, "payload": dict(payload or {})}
+    return fingerprint(services.keyring, request)
 
 
 def apply_transition(
@@ -259,14 +260,17 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
     ``signed_off_role``) for a transition that shares data without consent.
     """
     request = parse_payload(event, actor, payload)
-    request_hash = _request_hash(case_code, event, payload) if idempotency_key else ""
+    request_mac = (
+        _fingerprint(services, case_code, event, payload) if idempotency_key is not None else None
+    )
     with services.db.begin() as conn:
         if idempotency_key is not None:
             seen = conn.execute(
                 select(_I).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
             ).first()
             if seen is not None:
-                if seen.request_hash != request_hash:
+                assert request_mac is not None
+                if not request_mac.matches(seen.request_hash):
                     raise IdempotencyKeyReused(
                         "this idempotency key was already used for a different request",
                         field="Idempotency-Key",
@@ -320,13 +324,13 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
             override=bool(result.entry.get("override")),
             warnings=_warnings(change, ref.state),
         )
-        if idempotency_key is not None:
+        if idempotency_key is not None and request_mac is not None:
             conn.execute(
                 _I.insert().values(
                     actor_id=actor.id,
                     key=idempotency_key,
                     referral_id=ref.id,
-                    request_hash=request_hash,
+                    request_hash=request_mac.stored,
                     result=fired.to_json(),
                     created_at=change.now,
                 )

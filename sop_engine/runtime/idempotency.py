@@ -17,7 +17,8 @@ is refused (422, 404) rather than repeated.
 
 Keys share the ``idempotency_keys`` table with ``fire``; each is stored as the operation's
 name and the SHA-256 of the client's key, so that a key used for an event and for a consent
-are two keys, and the stored key has a bounded length whatever the client sent.
+are two keys, and the stored key has a bounded length whatever the client sent. The request
+is kept only as its HMAC under a server key (:mod:`sop_engine.runtime.fingerprints`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from sop_engine.errors import ConcurrentChange, IdempotencyKeyReused, NotFound
 from sop_engine.persistence.models import IdempotencyRecord, Referral, table
 from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
-from sop_engine.timeline.chain import canonical_json
 
 __all__ = ["LEASE", "OPERATIONS", "run_once"]
 
@@ -52,11 +53,6 @@ _PENDING = {"status": "pending"}
 
 def _stored_key(operation: str, key: str) -> str:
     return f"{operation}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
-
-
-def _request_hash(operation: str, case_code: str, request: Mapping[str, Any]) -> str:
-    body = canonical_json({"operation": operation, "case_code": case_code, "request": request})
-    return hashlib.sha256(body).hexdigest()
 
 
 def run_once(
@@ -77,8 +73,10 @@ def run_once(
     if key is None:
         return dict(run()), False
     stored = _stored_key(operation, key)
-    request_hash = _request_hash(operation, case_code, request)
-    replay = _reserve(services, actor, stored, case_code, request_hash)
+    request_mac = fingerprint(
+        services.keyring, {"operation": operation, "case_code": case_code, "request": request}
+    )
+    replay = _reserve(services, actor, stored, case_code, request_mac)
     if replay is not None:
         return replay, True
     which = (_I.c.actor_id == actor.id, _I.c.key == stored)
@@ -94,7 +92,7 @@ def run_once(
 
 
 def _reserve(
-    services: Services, actor: Actor, stored: str, case_code: str, request_hash: str
+    services: Services, actor: Actor, stored: str, case_code: str, request_mac: RequestFingerprint
 ) -> dict[str, Any] | None:
     """Reserve the key; or return the result stored under it; or refuse."""
     busy = ConcurrentChange(
@@ -116,13 +114,13 @@ def _reserve(
                         actor_id=actor.id,
                         key=stored,
                         referral_id=referral_id,
-                        request_hash=request_hash,
+                        request_hash=request_mac.stored,
                         result=_PENDING,
                         created_at=now,
                     )
                 )
                 return None
-            if seen.request_hash != request_hash:
+            if not request_mac.matches(seen.request_hash):
                 raise IdempotencyKeyReused(
                     "this idempotency key was already used for a different request",
                     field="Idempotency-Key",

@@ -28,8 +28,9 @@ from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.facts import check_facts, split_identifying
+from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
-from sop_engine.timeline.chain import GENESIS, canonical_json
+from sop_engine.timeline.chain import GENESIS
 from sop_engine.timeline.entries import EntryDraft
 
 __all__ = [
@@ -114,8 +115,8 @@ def create_referral(
             "agencies": dict(agencies or {}),
         }
         stored = "referral.create:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
-        request_hash = hashlib.sha256(canonical_json(request)).hexdigest()
-        earlier = _created_under(services, actor, stored, request_hash)
+        request_mac = fingerprint(services.keyring, request)
+        earlier = _created_under(services, actor, stored, request_mac)
         if earlier is not None:
             return read_referral(services, earlier, actor=actor)
         try:
@@ -123,11 +124,11 @@ def create_referral(
                 services, sop_key=sop_key, sop_version=sop_version, actor=actor,
                 origin_country=origin_country, destination_country=destination_country,
                 incident_at=incident_at, disclosed_at=disclosed_at, facts=facts,
-                agencies=agencies, key=(stored, request_hash),
+                agencies=agencies, key=(stored, request_mac.stored),
             )  # fmt: skip
         except IntegrityError:
             # Another request with the same key won the race: its referral is the answer.
-            earlier = _created_under(services, actor, stored, request_hash)
+            earlier = _created_under(services, actor, stored, request_mac)
             if earlier is None:
                 raise
             return read_referral(services, earlier, actor=actor)
@@ -139,7 +140,9 @@ def create_referral(
     )  # fmt: skip
 
 
-def _created_under(services: Services, actor: Actor, stored: str, request_hash: str) -> str | None:
+def _created_under(
+    services: Services, actor: Actor, stored: str, request_mac: RequestFingerprint
+) -> str | None:
     """The case code a creation under this key made, or None; refuses another request."""
     with services.db.connect() as conn:
         seen = conn.execute(
@@ -149,7 +152,7 @@ def _created_under(services: Services, actor: Actor, stored: str, request_hash: 
         ).first()
     if seen is None:
         return None
-    if seen.request_hash != request_hash:
+    if not request_mac.matches(seen.request_hash):
         raise IdempotencyKeyReused(
             "this idempotency key was already used for a different request",
             field="Idempotency-Key",

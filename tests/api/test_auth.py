@@ -70,7 +70,7 @@ def test_users_add_prints_a_working_token_and_stores_only_its_hash(
     upgrade(engine)
     result = CliRunner().invoke(
         cli,
-        ["users", "add", "cw-th-01", "--role", "caseworker", "--agency", "TH-NGO-A"],
+        ["users", "add", "cw-th-01", "--role", "caseworker", "--agency", "TH-SYN-SHELTER-TAK"],
         env=cli_env,
     )
     assert result.exit_code == 0, result.output
@@ -81,7 +81,7 @@ def test_users_add_prints_a_working_token_and_stores_only_its_hash(
         row = conn.execute(select(_U).where(_U.c.username == "cw-th-01")).one()
     assert row.token_hash == hash_token(token)
     assert row.role == "caseworker"
-    assert row.agency_id == "TH-NGO-A"
+    assert row.agency_id == "TH-SYN-SHELTER-TAK"
     assert token not in {str(v) for v in row}
 
     api = Runtime(engine, runtime.library, runtime.services.keyring, directory=agency_directory())

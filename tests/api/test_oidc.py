@@ -30,7 +30,7 @@ from api.app import create_app
 from api.oidc import BearerAuth
 from cli.serve import ServeError, build_app
 from sop_engine.errors import ConfigurationError
-from sop_engine.persistence.models import TimelineEntry, table
+from sop_engine.persistence.models import AccessLogEntry, TimelineEntry, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import AuthMode, Settings, get_settings
 
@@ -353,6 +353,20 @@ def test_a_token_signed_by_another_key_with_the_same_kid_is_401(
 ) -> None:
     token = mint(key=other_rsa_key, kid="rsa-1")
     assert_refused(api.get("/sops", headers=bearer(token)), token, "signature")
+
+
+def test_a_forged_token_counts_as_a_failed_authentication_and_is_logged_without_it(
+    api: TestClient, mint: Mint, runtime: Runtime, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    token = mint(key=other_rsa_key, kid="rsa-1")
+    assert api.get("/sops", headers=bearer(token)).status_code == 401
+    log = table(AccessLogEntry)
+    with runtime.db.connect() as conn:
+        rows = conn.execute(select(log).where(log.c.action.like("auth.%"))).all()
+    assert [(r.action, r.actor_id, r.outcome) for r in rows] == [
+        ("auth.invalid_jwt", "unauthenticated", "refused")
+    ]
+    assert not any(part in str(tuple(rows[0])) for part in token.split("."))
 
 
 def test_a_tampered_payload_is_401(api: TestClient, mint: Mint, provider: Provider) -> None:
