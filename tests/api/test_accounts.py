@@ -21,6 +21,7 @@ from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import AccessLogEntry, User, table
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 from .conftest import SOPS, referral_body
 from .test_permissions import PARAMETERS
@@ -37,7 +38,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 def runtime(engine: Engine, library: SopLibrary, clock: ManualClock) -> Runtime:
     """On SQLite, then on PostgreSQL."""
-    return Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    keys = MasterKeyring(MasterKey.generate("test"))
+    return Runtime(engine, library, keys, clock, directory=agency_directory())
 
 
 @pytest.fixture
