@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.roles import AGENCY_ROLES, ROLES
 from sop_engine.errors import InvalidInput
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import ManagedAgency, User, table
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def create_user(
 
 def find_by_id(db: Engine, user_id: str) -> Principal | None:
     """The enabled user with this id, or None."""
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         row = conn.execute(
             select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id).where(
                 _U.c.id == user_id, _U.c.disabled_at.is_(None)
@@ -122,7 +123,7 @@ def find_by_token(
 ) -> Principal | None:
     """The enabled user holding ``token``, or None; with her agency's types, from its
     managed directory entry, else from ``directory`` (the files), else none."""
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         row = conn.execute(_BY_TOKEN, {"p_hash": hash_token(token)}).first()
     if row is None:
         return None

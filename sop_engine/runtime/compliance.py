@@ -34,8 +34,10 @@ Groups (``group_by``):
   country, and is none (unknown) otherwise: the engine keeps no country per agency;
 - ``origin_country``, ``destination_country``: the referral's.
 
-One SQL statement per measure does the counting, on SQLite as on PostgreSQL; tasks and
-escalations are then merged by group.
+One SQL statement per measure does the counting, on SQLite as on PostgreSQL, both in one
+read-only transaction (one snapshot); tasks and escalations are then merged by group. The
+statements are built before the transaction begins: building the agency country reads the
+SOP library, which may look in the database for versions published meanwhile.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ from sqlalchemy import (
 )
 
 from sop_engine.errors import InvalidInput
-from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.compiler import CompiledSop
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import Referral, Task, TimelineEntry, table
 from sop_engine.runtime.services import Services
 
@@ -120,10 +123,13 @@ def compliance(
     if group_by not in GROUPINGS:
         raise InvalidInput(f"group_by must be one of {', '.join(GROUPINGS)}", field="group_by")
     now = services.clock.now()
-    with services.db.connect() as conn:
-        window: dict[str, Any] = {"since": since, "until": until, "sop": sop}
-        tasks = conn.execute(_task_counts(services.library, group_by, now, **window))
-        escalations = conn.execute(_escalation_counts(services.library, group_by, **window))
+    sops = list(services.library) if group_by == "country" else []
+    window: dict[str, Any] = {"since": since, "until": until, "sop": sop}
+    task_counts = _task_counts(sops, group_by, now, **window)
+    escalation_counts = _escalation_counts(sops, group_by, **window)
+    with read_transaction(services.db) as conn:
+        tasks = conn.execute(task_counts).all()
+        escalations = conn.execute(escalation_counts).all()
         merged: dict[str | None, dict[str, int]] = {}
         for r in tasks:
             merged[_label(group_by, r)] = {name: int(getattr(r, name) or 0) for name in _COUNTS}
@@ -134,7 +140,7 @@ def compliance(
     return ComplianceReport(group_by, now, since, until, sop, rows)
 
 
-def _group_columns(library: SopLibrary, group_by: str) -> list[ColumnElement[Any]]:
+def _group_columns(sops: Sequence[CompiledSop], group_by: str) -> list[ColumnElement[Any]]:
     """The columns naming a task's group, labelled ``g0``, ``g1``."""
     columns: list[ColumnElement[Any]]
     if group_by == "sop":
@@ -142,19 +148,19 @@ def _group_columns(library: SopLibrary, group_by: str) -> list[ColumnElement[Any
     elif group_by == "agency":
         columns = [_TK.c.agency_id]
     elif group_by == "country":
-        columns = [_agency_country(library)]
+        columns = [_agency_country(sops)]
     else:
         columns = [_R.c[group_by]]
     return [c.label(f"g{i}") for i, c in enumerate(columns)]
 
 
-def _agency_country(library: SopLibrary) -> ColumnElement[Any]:
+def _agency_country(sops: Sequence[CompiledSop]) -> ColumnElement[Any]:
     """The country of a task's agency, from its SOP's declaration of the task's agency slot."""
     one_country = case(
         (_R.c.origin_country == _R.c.destination_country, _R.c.origin_country), else_=null()
     )
     whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
-    for sop in library:
+    for sop in sops:
         for slot in sop.spec.agencies.values():
             if slot.country == "any":
                 continue
@@ -179,7 +185,7 @@ def _sop_filter(sop: str | None) -> list[ColumnElement[bool]]:
 
 
 def _task_counts(
-    library: SopLibrary,
+    sops: Sequence[CompiledSop],
     group_by: str,
     now: datetime,
     *,
@@ -208,7 +214,7 @@ def _task_counts(
     # holding bound parameters (the agency country's CASE) with the same one in SELECT.
     inner = (
         select(
-            *_group_columns(library, group_by),
+            *_group_columns(sops, group_by),
             *(case((flag, 1), else_=0).label(name) for name, flag in flags.items()),
         )
         .select_from(_TK.join(_R, _R.c.id == _TK.c.referral_id))
@@ -220,7 +226,7 @@ def _task_counts(
 
 
 def _escalation_counts(
-    library: SopLibrary,
+    sops: Sequence[CompiledSop],
     group_by: str,
     *,
     since: datetime | None,
@@ -246,7 +252,7 @@ def _escalation_counts(
             ),
         )
     inner = (
-        select(*_group_columns(library, group_by), _T.c.id.label("entry_id"))
+        select(*_group_columns(sops, group_by), _T.c.id.label("entry_id"))
         .select_from(source)
         .where(*where)
         .subquery()
