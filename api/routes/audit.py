@@ -120,17 +120,25 @@ def list_referrals(
 
 @router.get("/referrals/{case_code}/timeline", responses=error_responses(404))
 def read_timeline(
+    *,
     runtime: RuntimeDep,
     user: Authorized,
     case_code: CaseCode,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    verify: Annotated[
+        Literal["page", "full"],
+        Query(
+            description="`full`: recompute the whole chain now and record the result; "
+            "`page`: the page's stretch (all of a timeline of up to 500 entries)."
+        ),
+    ] = "page",
 ) -> TimelinePage:
-    """The referral's timeline entries by ``seq``, and whether its hash chain holds."""
+    """The referral's timeline entries by ``seq``, and what was verified of its hash chain."""
     after = _int_cursor(cursor)
     actor = actor_of(user)
     try:
-        page = runtime.read_timeline(case_code, after_seq=after, limit=limit + 1)
+        page = runtime.read_timeline(case_code, after_seq=after, limit=limit + 1, verify=verify)
     except NotFound:
         runtime.log_access(actor, READ_TIMELINE, case_code=case_code, outcome="refused")
         raise
@@ -138,7 +146,7 @@ def read_timeline(
     runtime.log_access(actor, READ_TIMELINE, case_code=case_code)
     return TimelinePage(
         case_code=case_code,
-        verification=ChainStatus.of(page.check),
+        verification=ChainStatus.of(page.verification),
         items=[TimelineEntryPublic.of(e) for e in items],
         next_cursor=next_cursor,
     )

@@ -49,7 +49,9 @@ __all__ = [
     "Referral",
     "SopSource",
     "Task",
+    "TimelineCheckpoint",
     "TimelineEntry",
+    "TimelineVerification",
     "Timer",
     "User",
     "UtcDateTime",
@@ -178,6 +180,40 @@ class TimelineEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("referral_id", "seq"), _NEVER_REUSE_IDS)
+
+
+class TimelineCheckpoint(Base):
+    """The chain's hash at every ``CHECKPOINT_EVERY``-th entry of a referral's timeline,
+    copied when that entry is appended (:mod:`sop_engine.timeline.checkpoints`): where the
+    verification of a page of a long timeline starts, and a second copy that a rewrite of the
+    chain must also rewrite."""
+
+    __tablename__ = "timeline_checkpoints"
+
+    referral_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("referrals.id"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class TimelineVerification(Base):
+    """The last full verification of a referral's timeline: every entry recomputed from the
+    first, every checkpoint compared (:mod:`sop_engine.timeline.verifications`)."""
+
+    __tablename__ = "timeline_verifications"
+
+    referral_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("referrals.id"), primary_key=True
+    )
+    verified_at: Mapped[datetime]
+    entries: Mapped[int] = mapped_column(Integer)
+    """How many entries it recomputed: the chain's length then."""
+    head_hash: Mapped[str] = mapped_column(String(64))
+    """The last entry's hash then."""
+    ok: Mapped[bool] = mapped_column(Boolean)
+    broken_seq: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class Timer(Base):

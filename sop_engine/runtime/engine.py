@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -19,6 +19,7 @@ from sop_engine.clock import Clock, SystemClock
 from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import IdempotencyRecord, table
 from sop_engine.runtime import (
     access_log,
@@ -46,7 +47,8 @@ from sop_engine.runtime.outbox import OutboxClaim
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
 from sop_engine.runtime.tasks import TaskView
-from sop_engine.timeline.entries import TimelineCheck, verify_timelines
+from sop_engine.timeline.verifications import record_verifications
+from sop_engine.timeline.verify import TimelineCheck, verify_timelines
 
 __all__ = ["Runtime"]
 
@@ -133,7 +135,7 @@ class Runtime:
     def _replay(self, actor: Actor, idempotency_key: str | None) -> FireResult | None:
         if idempotency_key is None:
             return None
-        with self.db.connect() as conn:
+        with read_transaction(self.db) as conn:
             seen = conn.execute(
                 select(_I.c.result).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
             ).first()
@@ -251,19 +253,34 @@ class Runtime:
     def mark_failed_attempt(self, claim: OutboxClaim, error: str) -> str:
         return outbox.mark_failed_attempt(self.services, claim, error)
 
-    def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
-        with self.db.connect() as conn:
-            return verify_timelines(conn, case_code)
+    def verify_timeline(
+        self, case_code: str | None = None, *, record: bool = False
+    ) -> list[TimelineCheck]:
+        """Verify every timeline in full, or one referral's (:mod:`sop_engine.timeline.verify`);
+        with ``record``, keep each result as the referral's last full verification."""
+        with read_transaction(self.db) as conn:
+            checks = verify_timelines(conn, case_code)
+        if record:
+            record_verifications(self.db, checks, self.clock.now())
+        return checks
 
     def list_referrals(self, **filters: Any) -> list[ReferralSummary]:
         """Referrals for auditors, without facts (:mod:`sop_engine.runtime.audit`)."""
         return audit.list_referrals(self.services, **filters)
 
     def read_timeline(
-        self, case_code: str, *, after_seq: int | None = None, limit: int = 50
+        self,
+        case_code: str,
+        *,
+        after_seq: int | None = None,
+        limit: int = 50,
+        verify: Literal["page", "full"] = "page",
     ) -> TimelinePage:
-        """A page of a referral's timeline with its chain's verification."""
-        return audit.read_timeline(self.services, case_code, after_seq=after_seq, limit=limit)
+        """A page of a referral's timeline with its chain's verification
+        (:func:`sop_engine.runtime.audit.read_timeline`)."""
+        return audit.read_timeline(
+            self.services, case_code, after_seq=after_seq, limit=limit, verify=verify
+        )
 
     def compliance(self, group_by: str, **filters: Any) -> ComplianceReport:
         """Deadline compliance (:mod:`sop_engine.runtime.compliance`)."""

@@ -1,0 +1,74 @@
+"""Timeline checkpoints and full verifications: an audit page verifies from the checkpoint
+before it instead of from the first entry.
+
+The checkpoints of timelines that already exist are copied from their entries' stored
+hashes (every 100th entry, ``CHECKPOINT_EVERY``): they then vouch for the chain as it stood
+when this migration ran, as the writer's checkpoints vouch for it as it stood when each was
+appended. A full verification compares them with the recomputed chain.
+
+Revision ID: 0007
+Revises: 0005
+Create Date: 2026-12-02 12:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CHECKPOINT_EVERY = 100
+"""As :data:`sop_engine.timeline.checkpoints.CHECKPOINT_EVERY` was when this ran."""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "timeline_checkpoints",
+        sa.Column("referral_id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["referral_id"],
+            ["referrals.id"],
+            name=op.f("fk_timeline_checkpoints_referral_id_referrals"),
+        ),
+        sa.PrimaryKeyConstraint("referral_id", "seq", name=op.f("pk_timeline_checkpoints")),
+    )
+    op.create_table(
+        "timeline_verifications",
+        sa.Column("referral_id", sa.String(length=36), nullable=False),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("entries", sa.Integer(), nullable=False),
+        sa.Column("head_hash", sa.String(length=64), nullable=False),
+        sa.Column("ok", sa.Boolean(), nullable=False),
+        sa.Column("broken_seq", sa.Integer(), nullable=True),
+        sa.Column("reason", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["referral_id"],
+            ["referrals.id"],
+            name=op.f("fk_timeline_verifications_referral_id_referrals"),
+        ),
+        sa.PrimaryKeyConstraint("referral_id", name=op.f("pk_timeline_verifications")),
+    )
+    columns = ("referral_id", "seq", "hash")
+    entries = sa.table("timeline_entries", *(sa.column(c) for c in columns))
+    checkpoints = sa.table("timeline_checkpoints", *(sa.column(c) for c in columns))
+    op.execute(
+        checkpoints.insert().from_select(
+            columns,
+            sa.select(*(entries.c[c] for c in columns)).where(
+                entries.c.seq % CHECKPOINT_EVERY == 0
+            ),
+        )
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("timeline_verifications")
+    op.drop_table("timeline_checkpoints")
