@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -103,7 +104,8 @@ def build_app() -> FastAPI:
         reason = getattr(exc, "orig", None) or exc
         raise ServeError(f"cannot use the database at {shown}: {reason}") from None
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
-    runtime = Runtime(engine, library, keyring)
+    max_age = timedelta(seconds=settings.compliance_max_age_seconds)
+    runtime = Runtime(engine, library, keyring, compliance_max_age=max_age)
     directory = _service_directory(runtime, settings.resolved_directory_dir())
     return create_app(
         runtime,

@@ -5,7 +5,9 @@ may read too: it is aggregate and names agencies, never a case).
 Reads of referrals and timelines are themselves written to the access log (``audit.*``
 actions), before the answer leaves; a timeline asked for a case code that does not exist is
 logged as refused. Reading the access log is not logged: each page would add a row to what
-is being paged.
+is being paged. A timeline read with ``verify=full`` also records the full verification it
+made (docs/api.md, "What a timeline's verification says"). Every read runs in a read-only
+transaction; those two rows are written after it, each in a short transaction of its own.
 """
 
 from __future__ import annotations

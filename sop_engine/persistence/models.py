@@ -137,7 +137,10 @@ class Referral(Base):
     head_hash: Mapped[str] = mapped_column(String(64))
     """Hash of the last timeline entry (the chain's head)."""
 
-    __table_args__ = (Index("ix_referrals_sop", "sop_key", "sop_version", "state"),)
+    __table_args__ = (
+        Index("ix_referrals_sop", "sop_key", "sop_version", "state"),
+        Index("ix_referrals_created", "created_at", "case_code"),
+    )
 
 
 class CaseKey(Base):
@@ -179,7 +182,11 @@ class TimelineEntry(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (UniqueConstraint("referral_id", "seq"), _NEVER_REUSE_IDS)
+    __table_args__ = (
+        UniqueConstraint("referral_id", "seq"),
+        Index("ix_timeline_entries_kind", "kind", "at"),
+        _NEVER_REUSE_IDS,
+    )
 
 
 class TimelineCheckpoint(Base):
@@ -210,7 +217,7 @@ class TimelineVerification(Base):
     entries: Mapped[int] = mapped_column(Integer)
     """How many entries it recomputed: the chain's length then."""
     head_hash: Mapped[str] = mapped_column(String(64))
-    """The last entry's hash then."""
+    """The chain's head as the referral recorded it then."""
     ok: Mapped[bool] = mapped_column(Boolean)
     broken_seq: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(String(200))
@@ -263,7 +270,7 @@ class Task(Base):
     closed_by_event: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
-        Index("ix_tasks_agency", "agency_id", "status"),
+        Index("ix_tasks_agency", "agency_id", "status", "created_at", "id"),
         Index("ix_tasks_referral", "referral_id", "status"),
     )
 
@@ -317,7 +324,12 @@ class InboxMessage(Base):
     created_at: Mapped[datetime]
     read_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_inbox_agency", "recipient_agency_id", "recipient_role", "read_at"),)
+    __table_args__ = (
+        Index("ix_inbox_agency", "recipient_agency_id", "recipient_role", "read_at"),
+        Index(
+            "ix_inbox_created", "recipient_agency_id", "recipient_role", "created_at", "message_id"
+        ),
+    )
 
 
 class ConsentGrant(Base):

@@ -44,11 +44,12 @@ from sop_engine.runtime.fire import FireResult
 from sop_engine.runtime.ledger import GrantRecord
 from sop_engine.runtime.notices import Notice
 from sop_engine.runtime.outbox import OutboxClaim
+from sop_engine.runtime.recent import Recent
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
 from sop_engine.runtime.tasks import TaskView
-from sop_engine.timeline.verifications import record_verifications
-from sop_engine.timeline.verify import TimelineCheck, verify_timelines
+from sop_engine.timeline.verifications import due_for_verification, record_verifications
+from sop_engine.timeline.verify import TimelineCheck, verify_referral_timeline, verify_timelines
 
 __all__ = ["Runtime"]
 
@@ -59,12 +60,25 @@ RETRIES = 3
 
 
 class Runtime:
-    """Every operation on referrals; each method is one database transaction."""
+    """Every operation on referrals; each method is one database transaction.
+
+    ``compliance_max_age``: how old a deadline compliance report may be when answered (see
+    :mod:`sop_engine.runtime.recent`); None or zero counts on every call.
+    """
 
     def __init__(
-        self, db: Engine, library: SopLibrary, keyring: MasterKeyring, clock: Clock | None = None
+        self,
+        db: Engine,
+        library: SopLibrary,
+        keyring: MasterKeyring,
+        clock: Clock | None = None,
+        *,
+        compliance_max_age: timedelta | None = None,
     ) -> None:
         self.services = Services(db, library, keyring, clock or SystemClock())
+        self._compliance: Recent[tuple[Any, ...], ComplianceReport] | None = None
+        if compliance_max_age:
+            self._compliance = Recent(self._count_compliance, compliance_max_age.total_seconds())
 
     @property
     def db(self) -> Engine:
@@ -264,6 +278,17 @@ class Runtime:
             record_verifications(self.db, checks, self.clock.now())
         return checks
 
+    def verify_due_timelines(self, limit: int = 100) -> list[TimelineCheck]:
+        """Verify in full, and record, up to ``limit`` timelines due for it (never verified,
+        changed since, or last verified a day ago or more:
+        :func:`sop_engine.timeline.verifications.due_for_verification`)."""
+        now = self.clock.now()
+        with read_transaction(self.db) as conn:
+            due = due_for_verification(conn, now, limit=limit)
+            checks = [verify_referral_timeline(conn, referral_id) for referral_id in due]
+        record_verifications(self.db, checks, now)
+        return checks
+
     def list_referrals(self, **filters: Any) -> list[ReferralSummary]:
         """Referrals for auditors, without facts (:mod:`sop_engine.runtime.audit`)."""
         return audit.list_referrals(self.services, **filters)
@@ -282,9 +307,26 @@ class Runtime:
             self.services, case_code, after_seq=after_seq, limit=limit, verify=verify
         )
 
-    def compliance(self, group_by: str, **filters: Any) -> ComplianceReport:
-        """Deadline compliance (:mod:`sop_engine.runtime.compliance`)."""
-        return compliance.compliance(self.services, group_by, **filters)
+    def compliance(
+        self,
+        group_by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sop: str | None = None,
+    ) -> ComplianceReport:
+        """Deadline compliance (:mod:`sop_engine.runtime.compliance`), counted now or, with a
+        ``compliance_max_age``, up to that long ago (its ``as_of`` says when)."""
+        if group_by not in compliance.GROUPINGS:
+            return compliance.compliance(self.services, group_by)  # refused
+        key = (group_by, since, until, sop)
+        if self._compliance is None:
+            return self._count_compliance(key)
+        return self._compliance.get(key)
+
+    def _count_compliance(self, key: tuple[Any, ...]) -> ComplianceReport:
+        group_by, since, until, sop = key
+        return compliance.compliance(self.services, group_by, since=since, until=until, sop=sop)
 
 
 def _lock_not_available(exc: OperationalError) -> bool:

@@ -77,7 +77,7 @@ class TimelineCheck:
     broken: ChainBreak | None
     """``entry_id`` is the seq of the first entry that does not fit."""
     head_hash: str = GENESIS
-    """The last entry's stored hash."""
+    """The chain's head as the referral records it (the last entry's hash, if intact)."""
 
     @property
     def ok(self) -> bool:
@@ -110,7 +110,7 @@ def verify_referral_timeline(conn: Connection, referral_id: str) -> TimelineChec
     broken = _walk(rows, 0, GENESIS, checkpoints)
     if broken is None and _last(rows) != (head.timeline_seq, head.head_hash):
         broken = ChainBreak(len(rows), rows[-1].seq if rows else None, HEAD_MISMATCH)
-    return TimelineCheck(referral_id, head.case_code, len(rows), broken, _last(rows)[1])
+    return TimelineCheck(referral_id, head.case_code, len(rows), broken, head.head_hash)
 
 
 def verify_timelines(conn: Connection, case_code: str | None = None) -> list[TimelineCheck]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, update
@@ -92,7 +93,7 @@ def scenario(
     return runtime
 
 
-def rows(runtime: Runtime, group_by: str, **filters: object) -> dict[str | None, ComplianceRow]:
+def rows(runtime: Runtime, group_by: str, **filters: Any) -> dict[str | None, ComplianceRow]:
     report = runtime.compliance(group_by, **filters)
     assert report.as_of == runtime.clock.now()
     return {row.group: row for row in report.rows}

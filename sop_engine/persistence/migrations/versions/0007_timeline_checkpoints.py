@@ -1,5 +1,7 @@
 """Timeline checkpoints and full verifications: an audit page verifies from the checkpoint
-before it instead of from the first entry.
+before it instead of from the first entry. And the indexes the read routes page and count
+by: referrals by creation, an agency's tasks and notices by creation, timeline entries by
+kind (the escalations compliance counts).
 
 The checkpoints of timelines that already exist are copied from their entries' stored
 hashes (every 100th entry, ``CHECKPOINT_EVERY``): they then vouch for the chain as it stood
@@ -68,7 +70,22 @@ def upgrade() -> None:
         )
     )
 
+    op.create_index("ix_referrals_created", "referrals", ["created_at", "case_code"])
+    op.drop_index("ix_tasks_agency", table_name="tasks")
+    op.create_index("ix_tasks_agency", "tasks", ["agency_id", "status", "created_at", "id"])
+    op.create_index(
+        "ix_inbox_created",
+        "inbox_messages",
+        ["recipient_agency_id", "recipient_role", "created_at", "message_id"],
+    )
+    op.create_index("ix_timeline_entries_kind", "timeline_entries", ["kind", "at"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_timeline_entries_kind", table_name="timeline_entries")
+    op.drop_index("ix_inbox_created", table_name="inbox_messages")
+    op.drop_index("ix_tasks_agency", table_name="tasks")
+    op.create_index("ix_tasks_agency", "tasks", ["agency_id", "status"])
+    op.drop_index("ix_referrals_created", table_name="referrals")
     op.drop_table("timeline_verifications")
     op.drop_table("timeline_checkpoints")
