@@ -8,8 +8,9 @@ of the process behaves the same way, and :func:`read_transaction` the one way to
   own ``BEGIN`` is switched off and a ``begin`` listener emits ours). A writer therefore
   takes the write lock when it starts, waiting up to the busy timeout for it, instead of
   reading first and failing with "database is locked" (or losing an update) when it comes
-  to write; concurrent writers serialize. The same recipe makes DDL transactional, which
-  migrations rely on.
+  to write; concurrent writers serialize. The writers of one process queue for the lock
+  (:mod:`sop_engine.persistence.turns`) rather than poll for it. The same recipe makes DDL
+  transactional, which migrations rely on.
 - **Readers** (:func:`read_transaction`). On SQLite a plain (deferred) ``BEGIN`` under
   ``PRAGMA query_only``: the transaction takes no lock, reads one snapshot of the
   write-ahead log from its first statement to its end, and neither waits for a writer nor
@@ -32,6 +33,7 @@ of the process behaves the same way, and :func:`read_transaction` the one way to
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +45,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from sop_engine.errors import ConfigurationError
 from sop_engine.persistence.files import make_private
+from sop_engine.persistence.turns import WriterTurns
 
 __all__ = [
     "READ_ONLY",
@@ -51,10 +54,13 @@ __all__ = [
     "is_sqlite",
     "make_engine",
     "read_transaction",
+    "writer_turns",
 ]
 
 READ_ONLY = "sop_engine_read_only"
 """The execution option that makes a SQLite connection's next transaction a reader."""
+
+_TURNS: weakref.WeakKeyDictionary[Engine, WriterTurns] = weakref.WeakKeyDictionary()
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite transaction waits for the write lock before failing."""
@@ -105,6 +111,11 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def writer_turns(engine: Engine) -> WriterTurns | None:
+    """The queue of a SQLite engine's writers (:mod:`sop_engine.persistence.turns`)."""
+    return _TURNS.get(engine)
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -118,6 +129,8 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     if url.database and not in_memory and not _is_uri(url):
         make_private(Path(url.database).expanduser())
     engine = create_engine(url, echo=echo)
+    turns = WriterTurns(BUSY_TIMEOUT_MS / 1000)
+    _TURNS[engine] = turns
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -143,7 +156,27 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         if info.get(READ_ONLY, False) is not read_only:
             connection.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
             info[READ_ONLY] = read_only
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if read_only:
+            connection.exec_driver_sql("BEGIN")
+            return
+        turns.take(info)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.give_back(info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection: Connection) -> None:
+        if not connection.invalidated:  # else closing its connection gave it back already
+            turns.give_back(connection.connection.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    @event.listens_for(engine.pool, "close")  # also when an invalidated connection is closed
+    def _on_release(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        if record is not None:
+            turns.give_back(record.info)
 
     return engine
 
