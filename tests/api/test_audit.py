@@ -302,6 +302,30 @@ def test_a_moved_link_is_named(
     assert body["verification"]["reason"] == PREV_HASH_MISMATCH
 
 
+def test_a_full_verification_is_asked_for_recorded_and_reported_on_later_pages(
+    client: TestClient, users: Users, runtime: Runtime, case_code: str, clock: ManualClock
+) -> None:
+    record_consent(client, users, runtime, case_code)
+    url = f"/audit/referrals/{case_code}/timeline"
+    asked = client.get(url, params={"verify": "full", "limit": 1}, headers=users.auth("auditor"))
+    assert asked.status_code == 200
+    recorded = {
+        "verified_at": "2026-03-02T01:30:00Z",
+        "entries": 3,
+        "ok": True,
+        "broken_seq": None,
+        "reason": None,
+    }
+    assert asked.json()["verification"]["last_full_verification"] == recorded
+    assert asked.json()["verification"]["scope"] == "full"
+    clock.advance(timedelta(minutes=5))
+    later = client.get(url, headers=users.auth("auditor")).json()["verification"]
+    assert later["last_full_verification"] == recorded  # when it ran, not now
+    bad = client.get(url, params={"verify": "everything"}, headers=users.auth("auditor"))
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "verify"
+
+
 def test_timeline_pages_walk_every_entry_once_by_seq(
     client: TestClient, users: Users, runtime: Runtime, case_code: str
 ) -> None:
