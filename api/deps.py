@@ -14,6 +14,7 @@ from api.oidc import BearerAuth, InvalidToken, ProviderUnavailable, is_jwt
 from api.permissions import allowed
 from api.users import Principal, TokenRefused, lookup_token
 from sop_engine.directory.managed import ManagedDirectory
+from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -89,7 +90,7 @@ def _verify(request: Request, runtime: Runtime, token: str) -> Principal:
         return _verify_jwt(request, runtime, token)
     if not auth.local_tokens:
         raise _Refused("local_token", "only the identity provider's tokens are accepted")
-    with runtime.db.connect() as conn:
+    with read_transaction(runtime.db) as conn:
         try:
             return lookup_token(conn, token, runtime.clock.now(), request.app.state.directory)
         except TokenRefused as exc:

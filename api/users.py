@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.roles import AGENCY_ROLES, ROLES
 from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import ManagedAgency, User, table
 
 if TYPE_CHECKING:
@@ -249,7 +250,7 @@ def rotate_token(
 
 def find_by_id(db: Engine, user_id: str) -> Principal | None:
     """The enabled user with this id, or None."""
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         row = conn.execute(
             select(_U.c.id, _U.c.username, _U.c.role, _U.c.agency_id).where(
                 _U.c.id == user_id, _U.c.disabled_at.is_(None)

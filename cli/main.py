@@ -236,12 +236,19 @@ def timeline() -> None:
 @timeline.command("verify")
 @click.option("--referral", "case_code", metavar="CODE", help="Only this referral's timeline.")
 def timeline_verify(case_code: str | None) -> None:
-    """Recompute every timeline's hash chain; name the first entry that does not match."""
-    from sop_engine.timeline.entries import verify_timelines
+    """Recompute every timeline's hash chain in full; name the first entry that does not
+    match. Each result is kept as the referral's last full verification, which audit pages
+    of long timelines report."""
+    from sop_engine.clock import SystemClock
+    from sop_engine.persistence.db import read_transaction
+    from sop_engine.timeline.verifications import record_verifications
+    from sop_engine.timeline.verify import verify_timelines
 
     engine = settings_engine()
-    with database(engine), engine.connect() as conn:
-        checks = verify_timelines(conn, case_code)
+    with database(engine):
+        with read_transaction(engine) as conn:
+            checks = verify_timelines(conn, case_code)
+        record_verifications(engine, checks, SystemClock().now())
     if case_code is not None and not checks:
         click.echo(f"no referral {case_code}", err=True)
         sys.exit(1)

@@ -108,7 +108,8 @@ def build_app() -> FastAPI:
         raise ServeError(f"cannot use the database at {shown}: {reason}") from None
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
     directory = _service_directory(engine, settings.resolved_directory_dir())
-    runtime = Runtime(engine, library, keyring, directory=directory)
+    max_age = timedelta(seconds=settings.compliance_max_age_seconds)
+    runtime = Runtime(engine, library, keyring, directory=directory, compliance_max_age=max_age)
     return create_app(
         runtime,
         sop_paths=[settings.sop_dir],

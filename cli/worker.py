@@ -92,10 +92,11 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
                 with temporary_settings(updates=updates):
                     served = deployments(settings)
                     log.info(
-                        "serving escalation-sweep every %d s and outbox-dispatch every %d s; "
-                        "stop with SIGTERM or Ctrl-C",
+                        "serving escalation-sweep every %d s, outbox-dispatch every %d s and "
+                        "timeline-verification every %d s; stop with SIGTERM or Ctrl-C",
                         settings.sweep_interval_seconds,
                         settings.dispatch_interval_seconds,
+                        settings.verify_interval_seconds,
                     )
                     try:
                         serve(served)

@@ -41,6 +41,7 @@ from notifications.channels import (
 from notifications.render import Renderer
 from sop_engine.directory import ServiceDirectory
 from sop_engine.errors import ConcurrentChange, NotFound
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import OutboxMessage, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.outbox import OutboxClaim
@@ -254,6 +255,6 @@ def _by_name(channels: Iterable[Channel]) -> dict[str, Channel]:
 def _created_at(db: Engine, ids: list[str]) -> dict[str, datetime]:
     if not ids:
         return {}
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         rows = conn.execute(select(_O.c.id, _O.c.created_at).where(_O.c.id.in_(ids)))
         return {row.id: row.created_at for row in rows}

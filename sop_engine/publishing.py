@@ -47,6 +47,7 @@ from sop_engine.language.published import (
     source_name,
 )
 from sop_engine.language.source import parse_source
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import PublishingRequest, SopSource, table
 
 __all__ = [
@@ -271,7 +272,7 @@ def list_drafts(
     query = select(_S).where(_S.c.status == DRAFT).order_by(_S.c.key, _S.c.version).limit(limit)
     if after is not None:
         query = query.where(tuple_(_S.c.key, _S.c.version) > tuple_(*after))
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         return [_stored(row) for row in conn.execute(query)]
 
 
@@ -280,7 +281,7 @@ def read_stored(db: Engine, key: str, version: int) -> StoredSop:
 
     :raises NotFound: nothing was uploaded under this key and version.
     """
-    with db.connect() as conn:
+    with read_transaction(db) as conn:
         row = _row(conn, key, version)
     if row is None:
         raise NotFound(f"no uploaded SOP {key}@{version}")

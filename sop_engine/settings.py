@@ -74,8 +74,14 @@ class Settings(BaseSettings):
     """How often the escalation sweep runs (its Prefect deployment's interval)."""
     dispatch_interval_seconds: int = 30
     """How often the outbox dispatch runs."""
+    verify_interval_seconds: int = 3600
+    """How often the timeline verification runs (each timeline is verified in full when it
+    changed, and at least once a day)."""
     batch_size: int = 100
     """Timers or messages claimed per batch."""
+    compliance_max_age_seconds: int = 30
+    """How old a deadline compliance report may be when the API answers it (its ``as_of``
+    says when it was counted); 0 counts on every request."""
 
     smtp_host: str | None = None
     """SMTP server for email notifications; none means no email is sent (in-app only)."""

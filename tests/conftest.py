@@ -85,6 +85,7 @@ def sqlite_engine(sqlite_url: str, migrated_sqlite_file: Path) -> Iterator[Engin
     target = Path(str(make_url(sqlite_url).database))
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     shutil.copyfile(migrated_sqlite_file, target)
+    target.chmod(0o600)  # as the engine makes its files (copyfile leaves the umask's mode)
     engine = make_engine(sqlite_url)
     yield engine
     engine.dispose()

@@ -1,6 +1,7 @@
-"""Prefect flows and their serving: the escalation sweep and the outbox dispatch.
+"""Prefect flows and their serving: the escalation sweep, the outbox dispatch and the
+timeline verification.
 
-- :mod:`workflows.flows`: the two flows, thin loops over :mod:`sop_engine` and
+- :mod:`workflows.flows`: the three flows, thin loops over :mod:`sop_engine` and
   :mod:`notifications` that return counts by outcome;
 - :mod:`workflows.runtime`: the runtime and delivery parts they run with, built from the
   settings once per process (:func:`use_runtime` gives them others);
@@ -20,7 +21,7 @@ from sop_engine.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from workflows.deployments import deployments
-    from workflows.flows import escalation_sweep, outbox_dispatch
+    from workflows.flows import escalation_sweep, outbox_dispatch, timeline_verification
     from workflows.runtime import Delivery, flow_delivery, flow_runtime, use_runtime
     from workflows.server import LocalPrefectServer, PrefectServerError, wait_until_healthy
     from workflows.serving import serve
@@ -31,6 +32,7 @@ __getattr__ = lazy_exports(
         "deployments": "workflows.deployments",
         "escalation_sweep": "workflows.flows",
         "outbox_dispatch": "workflows.flows",
+        "timeline_verification": "workflows.flows",
         "Delivery": "workflows.runtime",
         "flow_delivery": "workflows.runtime",
         "flow_runtime": "workflows.runtime",
@@ -56,6 +58,7 @@ __all__ = [
     "flow_runtime",
     "outbox_dispatch",
     "serve",
+    "timeline_verification",
     "use_runtime",
     "wait_until_healthy",
 ]

@@ -1,5 +1,5 @@
-"""The deployments a worker serves: the escalation sweep and the outbox dispatch, each on an
-interval from the settings.
+"""The deployments a worker serves: the escalation sweep, the outbox dispatch and the
+timeline verification, each on an interval from the settings.
 
 Overlapping runs are prevented by Prefect's server, for every worker at once: each deployment
 has a concurrency limit of one with the ``CANCEL_NEW`` collision strategy, so a run that
@@ -22,7 +22,7 @@ from prefect.schedules import Interval
 from prefect.types.entrypoint import EntrypointType
 
 from sop_engine.settings import Settings
-from workflows.flows import escalation_sweep, outbox_dispatch
+from workflows.flows import escalation_sweep, outbox_dispatch, timeline_verification
 
 __all__ = ["DEPLOYMENT_NAME", "ONE_AT_A_TIME", "deployments"]
 
@@ -41,8 +41,9 @@ TAGS = ["sop-engine"]
 
 
 def deployments(settings: Settings) -> list[RunnerDeployment]:
-    """The sweep every ``sweep_interval_seconds`` and the dispatch every
-    ``dispatch_interval_seconds``, with the settings' batch size as their one parameter.
+    """The sweep every ``sweep_interval_seconds``, the dispatch every
+    ``dispatch_interval_seconds`` and the verification every ``verify_interval_seconds``,
+    with the settings' batch size as their one parameter.
 
     (What ``flow.to_deployment`` builds outside an event loop; its entry point is the flow's
     module path, which every worker of an installed engine can import.)
@@ -59,6 +60,12 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
             settings.dispatch_interval_seconds,
             settings.batch_size,
             "Render and send the notifications waiting in the outbox.",
+        ),
+        _deployment(
+            timeline_verification,
+            settings.verify_interval_seconds,
+            settings.batch_size,
+            "Verify in full the timelines changed since, or not verified for a day.",
         ),
     ]
 

@@ -1,4 +1,5 @@
-"""The periodic flows: the escalation sweep and the outbox dispatch.
+"""The periodic flows: the escalation sweep, the outbox dispatch and the timeline
+verification.
 
 Each run works in batches until nothing is left or a cap is reached, so that one run a minute
 keeps up with any number of referrals (never one flow run per deadline or message: each costs
@@ -22,10 +23,18 @@ from notifications.dispatch import dispatch_pending
 from sop_engine.runtime.deadlines import default_worker
 from workflows.runtime import flow_delivery, flow_runtime
 
-__all__ = ["ESCALATION_SWEEP", "OUTBOX_DISPATCH", "escalation_sweep", "outbox_dispatch"]
+__all__ = [
+    "ESCALATION_SWEEP",
+    "OUTBOX_DISPATCH",
+    "TIMELINE_VERIFICATION",
+    "escalation_sweep",
+    "outbox_dispatch",
+    "timeline_verification",
+]
 
 ESCALATION_SWEEP = "escalation-sweep"
 OUTBOX_DISPATCH = "outbox-dispatch"
+TIMELINE_VERIFICATION = "timeline-verification"
 
 RUN_TIMEOUT_SECONDS = 15 * 60
 """A run stuck longer than this is failed by Prefect, which frees its deployment's one
@@ -82,6 +91,30 @@ def outbox_dispatch(batch_size: int = 50, max_batches: int = 20) -> dict[str, in
         counts.update({outcome: n for outcome, n in outcomes.items() if n})
         full = sum(outcomes.values()) >= batch_size
     _log_counts("outbox dispatch", batches, counts, capped=full)
+    return dict(counts)
+
+
+@flow(name=TIMELINE_VERIFICATION, timeout_seconds=RUN_TIMEOUT_SECONDS, persist_result=False)
+def timeline_verification(batch_size: int = 100, max_batches: int = 20) -> dict[str, int]:
+    """Verify in full, and record, the timelines due for it (never verified, changed since,
+    or last verified a day ago or more), ``batch_size`` at a time, going on while batches come
+    back full, at most ``max_batches`` times; what audit pages of long timelines report as
+    their last full verification.
+
+    Returns how many timelines were ``ok`` and how many ``broken`` (which ones: the audit
+    routes and ``sop-engine timeline verify`` name them); an empty dict when none was due.
+    """
+    runtime = flow_runtime()
+    counts: Counter[str] = Counter()
+    batches, full = 0, True
+    while full and batches < max_batches:
+        checks = runtime.verify_due_timelines(batch_size)
+        batches += 1
+        counts.update("ok" if c.ok else "broken" for c in checks)
+        full = len(checks) >= batch_size
+    if counts["broken"]:
+        _logger().warning("%d timeline(s) do not verify: see GET /audit", counts["broken"])
+    _log_counts("timeline verification", batches, counts, capped=full)
     return dict(counts)
 
 

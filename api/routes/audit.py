@@ -5,7 +5,9 @@ may read too: it is aggregate and names agencies, never a case).
 Reads of referrals and timelines are themselves written to the access log (``audit.*``
 actions), before the answer leaves; a timeline asked for a case code that does not exist is
 logged as refused. Reading the access log is not logged: each page would add a row to what
-is being paged.
+is being paged. A timeline read with ``verify=full`` also records the full verification it
+made (docs/api.md, "What a timeline's verification says"). Every read runs in a read-only
+transaction; those two rows are written after it, each in a short transaction of its own.
 """
 
 from __future__ import annotations
@@ -120,17 +122,25 @@ def list_referrals(
 
 @router.get("/referrals/{case_code}/timeline", responses=error_responses(404))
 def read_timeline(
+    *,
     runtime: RuntimeDep,
     user: Authorized,
     case_code: CaseCode,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    verify: Annotated[
+        Literal["page", "full"],
+        Query(
+            description="`full`: recompute the whole chain now and record the result; "
+            "`page`: the page's stretch (all of a timeline of up to 500 entries)."
+        ),
+    ] = "page",
 ) -> TimelinePage:
-    """The referral's timeline entries by ``seq``, and whether its hash chain holds."""
+    """The referral's timeline entries by ``seq``, and what was verified of its hash chain."""
     after = _int_cursor(cursor)
     actor = actor_of(user)
     try:
-        page = runtime.read_timeline(case_code, after_seq=after, limit=limit + 1)
+        page = runtime.read_timeline(case_code, after_seq=after, limit=limit + 1, verify=verify)
     except NotFound:
         runtime.log_access(actor, READ_TIMELINE, case_code=case_code, outcome="refused")
         raise
@@ -138,7 +148,7 @@ def read_timeline(
     runtime.log_access(actor, READ_TIMELINE, case_code=case_code)
     return TimelinePage(
         case_code=case_code,
-        verification=ChainStatus.of(page.check),
+        verification=ChainStatus.of(page.verification),
         items=[TimelineEntryPublic.of(e) for e in items],
         next_cursor=next_cursor,
     )

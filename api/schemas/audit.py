@@ -4,15 +4,15 @@ the access log and deadline compliance. Ids and field names only, never personal
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from api.pagination import Page
 from sop_engine.runtime.access_log import AccessRecord
-from sop_engine.runtime.audit import ReferralSummary, TimelineRecord
+from sop_engine.runtime.audit import PageVerification, ReferralSummary, TimelineRecord
 from sop_engine.runtime.compliance import ComplianceReport, ComplianceRow
-from sop_engine.timeline.entries import TimelineCheck
+from sop_engine.timeline.verifications import FullVerification
 
 __all__ = [
     "AccessLogEntryPublic",
@@ -20,6 +20,7 @@ __all__ = [
     "ChainStatus",
     "ComplianceReportPublic",
     "ComplianceRowPublic",
+    "FullVerificationPublic",
     "TimelineEntryPublic",
     "TimelinePage",
 ]
@@ -102,24 +103,62 @@ class TimelineEntryPublic(BaseModel):
         )
 
 
-class ChainStatus(BaseModel):
-    """The verification of the referral's whole hash chain, whatever the page."""
+class FullVerificationPublic(BaseModel):
+    """A full verification of the chain, as recorded when it ran: every entry recomputed."""
 
+    verified_at: datetime
+    entries: int = Field(description="How many entries it recomputed: the chain's length then.")
     ok: bool
-    entries: int
-    broken_seq: int | None = Field(
-        description="The first entry that does not fit (null when ok, or when the chain is empty)."
-    )
+    broken_seq: int | None = Field(description="The first entry that did not fit.")
     reason: str | None
 
     @classmethod
-    def of(cls, check: TimelineCheck) -> ChainStatus:
-        broken = check.broken
+    def of(cls, v: FullVerification) -> FullVerificationPublic:
         return cls(
-            ok=check.ok,
-            entries=check.entries,
+            verified_at=v.verified_at,
+            entries=v.entries,
+            ok=v.ok,
+            broken_seq=v.broken_seq,
+            reason=v.reason,
+        )
+
+
+class ChainStatus(BaseModel):
+    """What this answer verified of the referral's hash chain, and the last full
+    verification (docs/api.md, "What a timeline's verification says")."""
+
+    ok: bool = Field(
+        description="No break found: by this answer's recomputation and, when its scope is "
+        "`page`, by the last full verification either."
+    )
+    entries: int = Field(description="The chain's length, as the referral records it.")
+    scope: Literal["full", "page"] = Field(
+        description="`full`: every entry was recomputed for this answer. `page`: the page's "
+        "entries, from the checkpoint before them, and the chain's head."
+    )
+    checked_from_seq: int | None = Field(description="The first entry recomputed.")
+    checked_to_seq: int | None = Field(description="The last entry recomputed.")
+    broken_seq: int | None = Field(
+        description="The first entry this answer found not to fit (null when none did)."
+    )
+    reason: str | None
+    last_full_verification: FullVerificationPublic | None = Field(
+        description="The last recorded full verification (null: none recorded)."
+    )
+
+    @classmethod
+    def of(cls, v: PageVerification) -> ChainStatus:
+        broken = v.broken
+        last = v.last_full
+        return cls(
+            ok=v.ok,
+            entries=v.entries,
+            scope=v.scope,
+            checked_from_seq=v.checked_from,
+            checked_to_seq=v.checked_to,
             broken_seq=broken.entry_id if broken is not None else None,
             reason=broken.reason if broken is not None else None,
+            last_full_verification=FullVerificationPublic.of(last) if last is not None else None,
         )
 
 

@@ -35,6 +35,7 @@ from sop_engine.directory.vocabulary import COUNTRIES
 from sop_engine.errors import ConcurrentChange, DefinitionError, InvalidInput, NotFound, Problem
 from sop_engine.language.schema import did_you_mean
 from sop_engine.language.source import DataPath, Location, SourceDocument
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import ManagedAgency, table
 
 __all__ = [
@@ -219,12 +220,12 @@ class ManagedDirectory:
         self._built: tuple[tuple[tuple[str, int], ...], DirectorySnapshot] | None = None
 
     def entries(self) -> list[ManagedEntry]:
-        with self.db.connect() as conn:
+        with read_transaction(self.db) as conn:
             return [_entry(row) for row in conn.execute(select(_M).order_by(_M.c.id))]
 
     def _stored_entry(self, agency_id: str) -> Mapping[str, Any] | None:
         """One agency's managed entry, or None: one query by primary key, no rebuild."""
-        with self.db.connect() as conn:
+        with read_transaction(self.db) as conn:
             entry = conn.execute(select(_M.c.entry).where(_M.c.id == agency_id)).scalar()
         return dict(entry) if entry is not None else None
 

@@ -26,6 +26,7 @@ from sop_engine.errors import DefinitionError, NotFound, Problem
 from sop_engine.language.compiler import CompiledSop, SopLibrary, compile_documents, discover
 from sop_engine.language.inherit import ref_of
 from sop_engine.language.source import SourceDocument, load_source, parse_source
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import SopSource, table
 
 __all__ = [
@@ -116,7 +117,7 @@ class PublishedSources:
         """``KEY@VERSION`` -> document, for every published row (a row that no longer parses
         is left out: it parsed when it was published). Only rows not seen before are read
         whole; the others cost their key, version and hash."""
-        with self.db.connect() as conn:
+        with read_transaction(self.db) as conn:
             rows = conn.execute(
                 select(_S.c.key, _S.c.version, _S.c.sha256).where(_S.c.status == PUBLISHED)
             ).all()

@@ -50,7 +50,9 @@ __all__ = [
     "Referral",
     "SopSource",
     "Task",
+    "TimelineCheckpoint",
     "TimelineEntry",
+    "TimelineVerification",
     "Timer",
     "User",
     "UtcDateTime",
@@ -139,7 +141,10 @@ class Referral(Base):
     head_hash: Mapped[str] = mapped_column(String(64))
     """Hash of the last timeline entry (the chain's head)."""
 
-    __table_args__ = (Index("ix_referrals_sop", "sop_key", "sop_version", "state"),)
+    __table_args__ = (
+        Index("ix_referrals_sop", "sop_key", "sop_version", "state"),
+        Index("ix_referrals_created", "created_at", "case_code"),
+    )
 
 
 class CaseKey(Base):
@@ -181,7 +186,45 @@ class TimelineEntry(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (UniqueConstraint("referral_id", "seq"), _NEVER_REUSE_IDS)
+    __table_args__ = (
+        UniqueConstraint("referral_id", "seq"),
+        Index("ix_timeline_entries_kind", "kind", "at"),
+        _NEVER_REUSE_IDS,
+    )
+
+
+class TimelineCheckpoint(Base):
+    """The chain's hash at every ``CHECKPOINT_EVERY``-th entry of a referral's timeline,
+    copied when that entry is appended (:mod:`sop_engine.timeline.checkpoints`): where the
+    verification of a page of a long timeline starts, and a second copy that a rewrite of the
+    chain must also rewrite."""
+
+    __tablename__ = "timeline_checkpoints"
+
+    referral_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("referrals.id"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class TimelineVerification(Base):
+    """The last full verification of a referral's timeline: every entry recomputed from the
+    first, every checkpoint compared (:mod:`sop_engine.timeline.verifications`)."""
+
+    __tablename__ = "timeline_verifications"
+
+    referral_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("referrals.id"), primary_key=True
+    )
+    verified_at: Mapped[datetime]
+    entries: Mapped[int] = mapped_column(Integer)
+    """How many entries it recomputed: the chain's length then."""
+    head_hash: Mapped[str] = mapped_column(String(64))
+    """The chain's head as the referral recorded it then."""
+    ok: Mapped[bool] = mapped_column(Boolean)
+    broken_seq: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class Timer(Base):
@@ -231,7 +274,7 @@ class Task(Base):
     closed_by_event: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
-        Index("ix_tasks_agency", "agency_id", "status"),
+        Index("ix_tasks_agency", "agency_id", "status", "created_at", "id"),
         Index("ix_tasks_referral", "referral_id", "status"),
     )
 
@@ -285,7 +328,12 @@ class InboxMessage(Base):
     created_at: Mapped[datetime]
     read_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_inbox_agency", "recipient_agency_id", "recipient_role", "read_at"),)
+    __table_args__ = (
+        Index("ix_inbox_agency", "recipient_agency_id", "recipient_role", "read_at"),
+        Index(
+            "ix_inbox_created", "recipient_agency_id", "recipient_role", "created_at", "message_id"
+        ),
+    )
 
 
 class ConsentGrant(Base):

@@ -1,7 +1,11 @@
 """The access log: who read which protected data of which referral, and when.
 
-A read is logged in its own transaction before the data leaves the engine; if the log cannot
-be written the read fails. Refused attempts (a referral another agency cannot see, data
+A read is made in a read-only transaction (:func:`~sop_engine.persistence.db.read_transaction`)
+and logged afterwards in a short write transaction of its own, before the data leaves the
+engine; if the log cannot be written the read fails. The reader thus never turns into a
+writer half-way (which on SQLite fails whenever another writer committed meanwhile), and
+holds the write lock only for the one insert, so that a reader never makes a writer fail.
+Refused attempts (a referral another agency cannot see, data
 withheld after a withdrawal) are logged too, with ``outcome="refused"``: auditors look for
 them, and so are refused authentications (``auth.*``, with the client's address; see
 :mod:`api.auth_limits`). Rows hold field names, never values, and ids, never names.
@@ -15,11 +19,19 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import AccessLogEntry, Referral, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.services import Services
 
-__all__ = ["OUTCOMES", "AccessRecord", "list_access", "log_access", "record_access"]
+__all__ = [
+    "OUTCOMES",
+    "AccessRecord",
+    "append_access",
+    "list_access",
+    "log_access",
+    "record_access",
+]
 
 _A = table(AccessLogEntry)
 _R = table(Referral)
@@ -69,6 +81,24 @@ def record_access(
             client=client,
         )
     )
+
+
+def append_access(
+    services: Services,
+    at: datetime,
+    actor: Actor,
+    action: str,
+    *,
+    referral_id: str | None = None,
+    fields: Sequence[str] = (),
+    outcome: str = "granted",
+) -> None:
+    """Append one row in a write transaction of its own: what a read made in a read-only
+    transaction calls once it knows what it read, before the answer leaves."""
+    with services.db.begin() as conn:
+        record_access(
+            conn, at, actor, action, referral_id=referral_id, fields=fields, outcome=outcome
+        )
 
 
 def log_access(
@@ -132,7 +162,7 @@ def list_access(
         query = query.where(_A.c.at < until)
     if after_id is not None:
         query = query.where(_A.c.id > after_id)
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         rows = conn.execute(query).all()
     return [
         AccessRecord(

@@ -1,9 +1,21 @@
-"""What auditors read: referrals without their facts, and a referral's whole timeline with the
-verification of its hash chain. Read-only: nothing here writes a table.
+"""What auditors read: referrals without their facts, and a referral's timeline with the
+verification of its hash chain. Reads run in read-only transactions; the one write is the
+record of a full verification asked for (``verify="full"``), in a transaction of its own
+after the read.
 
 Both reads page by keyset (see ``api/pagination.py``): referrals by ``(created_at,
 case_code)``, oldest first; timeline entries by ``seq``. A timeline page and its
 verification are read in one snapshot, so the status describes the entries shown.
+
+**What a page's verification recomputes** (:mod:`sop_engine.timeline.verify`), so that
+reading a timeline page by page costs each page the same, however long the timeline:
+
+- a timeline of at most :data:`FULL_VERIFY_LIMIT` entries: all of it, on every page
+  (``scope="full"``);
+- a longer one: the page's entries, from the checkpoint before the page, and the recorded
+  head (``scope="page"``), with the last recorded full verification beside it;
+- with ``verify="full"``: all of it, whatever its length, and the result is recorded as the
+  referral's last full verification (:mod:`sop_engine.timeline.verifications`).
 """
 
 from __future__ import annotations
@@ -11,18 +23,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 from sqlalchemy import Connection, and_, or_, select
 
 from sop_engine.errors import InvalidInput, NotFound
-from sop_engine.persistence.db import is_postgres
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import Referral, TimelineEntry, table
 from sop_engine.runtime.services import Services
-from sop_engine.timeline.entries import TimelineCheck, verify_referral_timeline
+from sop_engine.timeline.chain import ChainBreak
+from sop_engine.timeline.verifications import (
+    FullVerification,
+    last_verification,
+    record_verification,
+)
+from sop_engine.timeline.verify import verify_range, verify_referral_timeline
 
 __all__ = [
+    "FULL_VERIFY_LIMIT",
     "REFERRAL_STATUSES",
+    "PageVerification",
     "ReferralSummary",
     "TimelinePage",
     "TimelineRecord",
@@ -32,6 +52,9 @@ __all__ = [
 
 _R = table(Referral)
 _T = table(TimelineEntry)
+
+FULL_VERIFY_LIMIT: Final = 500
+"""A timeline of at most this many entries is recomputed whole on every page."""
 
 REFERRAL_STATUSES = ("open", "closed")
 """``closed``: the referral reached a final state of its SOP (``closed_at`` is set)."""
@@ -79,9 +102,35 @@ class TimelineRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PageVerification:
+    """What the answer recomputed of the referral's chain, and the last full verification."""
+
+    entries: int
+    """The chain's length, as the referral records it."""
+    scope: Literal["full", "page"]
+    """``full``: every entry was recomputed for this answer; ``page``: the page's stretch."""
+    checked_from: int | None
+    """The first entry recomputed; None when none was (an empty page: the head only)."""
+    checked_to: int | None
+    broken: ChainBreak | None
+    """The first break the recomputation found (``entry_id`` is its seq)."""
+    last_full: FullVerification | None
+    """The referral's last recorded full verification (this one's, with ``verify="full"``)."""
+
+    @property
+    def ok(self) -> bool:
+        """No break found: by this answer's recomputation and, when it covered only the
+        page, by the last full verification either."""
+        if self.broken is not None:
+            return False
+        if self.scope == "page" and self.last_full is not None:
+            return self.last_full.ok
+        return True
+
+
+@dataclass(frozen=True, slots=True)
 class TimelinePage:
-    check: TimelineCheck
-    """The whole chain's verification, not only this page's."""
+    verification: PageVerification
     entries: list[TimelineRecord]
     """Up to ``limit`` entries after the cursor, by ``seq``."""
 
@@ -124,7 +173,7 @@ def list_referrals(
         query = query.where(
             or_(_R.c.created_at > at, and_(_R.c.created_at == at, _R.c.case_code > code))
         )
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         rows = conn.execute(query).all()
     return [
         ReferralSummary(
@@ -146,24 +195,50 @@ def list_referrals(
 
 
 def read_timeline(
-    services: Services, case_code: str, *, after_seq: int | None = None, limit: int = 50
+    services: Services,
+    case_code: str,
+    *,
+    after_seq: int | None = None,
+    limit: int = 50,
+    verify: Literal["page", "full"] = "page",
+    full_limit: int = FULL_VERIFY_LIMIT,
 ) -> TimelinePage:
-    """Up to ``limit`` entries of a referral's timeline after ``after_seq``, with the
-    verification of its whole chain; :class:`NotFound` for an unknown case code."""
-    with services.db.connect() as conn:
-        if is_postgres(services.db):
-            # One snapshot for the check and the page: an entry appended in between would
-            # otherwise show on a page the check did not cover. (SQLite's transactions are
-            # serialized already.)
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        referral_id = conn.execute(
-            select(_R.c.id).where(_R.c.case_code == case_code)
-        ).scalar_one_or_none()
-        if referral_id is None:
+    """Up to ``limit`` entries of a referral's timeline after ``after_seq``, with what the
+    module docstring says is verified (``full_limit``: :data:`FULL_VERIFY_LIMIT`);
+    :class:`NotFound` for an unknown case code."""
+    with read_transaction(services.db) as conn:
+        ref = conn.execute(
+            select(_R.c.id, _R.c.timeline_seq).where(_R.c.case_code == case_code)
+        ).first()
+        if ref is None:
             raise NotFound(f"no referral {case_code}")
-        check = verify_referral_timeline(conn, referral_id)
-        entries = _entries(conn, referral_id, after_seq, limit)
-    return TimelinePage(check, entries)
+        entries = _entries(conn, ref.id, after_seq, limit)
+        last_full = last_verification(conn, ref.id)
+        scope: Literal["full", "page"]
+        checked: tuple[int | None, int | None]
+        if verify == "full" or ref.timeline_seq <= full_limit:
+            full = verify_referral_timeline(conn, ref.id)
+            scope, checked, broken = "full", (1, full.entries), full.broken
+            if not full.entries:
+                checked = (None, None)
+        else:
+            first = (after_seq or 0) + 1
+            last = entries[-1].seq if entries else first - 1
+            stretch = verify_range(conn, ref.id, first, last)
+            scope, checked = "page", (stretch.checked_from, stretch.checked_to)
+            broken = stretch.broken
+    if verify == "full":
+        with services.db.begin() as conn:
+            last_full = record_verification(conn, full, services.clock.now())
+    verification = PageVerification(
+        entries=ref.timeline_seq,
+        scope=scope,
+        checked_from=checked[0],
+        checked_to=checked[1],
+        broken=broken,
+        last_full=last_full,
+    )
+    return TimelinePage(verification, entries)
 
 
 def _entries(

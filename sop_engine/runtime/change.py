@@ -27,11 +27,13 @@ from sop_engine.persistence.models import (
     OutboxMessage,
     Referral,
     Task,
+    TimelineCheckpoint,
     TimelineEntry,
     Timer,
     table,
 )
 from sop_engine.timeline.chain import entry_hash
+from sop_engine.timeline.checkpoints import checkpoint_row, is_checkpoint
 from sop_engine.timeline.entries import EntryDraft, entry_content, entry_row
 
 __all__ = ["SELECT_BY_CASE_CODE", "Change", "anchor_time", "recipient_agency"]
@@ -42,6 +44,7 @@ _TM = table(Timer)
 _TK = table(Task)
 _O = table(OutboxMessage)
 _D = table(Disclosure)
+_C = table(TimelineCheckpoint)
 
 # Built once: constructing a statement (and its cache key) costs more than running it on
 # SQLite, and these run on every fire.
@@ -168,6 +171,8 @@ class Change:
         values["prev_hash"], values["hash"] = self.head, digest
         self.head = digest
         self.entries.append(values)
+        if is_checkpoint(self.seq):
+            self.add("checkpoints", checkpoint_row(self.ref.id, self.seq, digest))
         return self.seq, digest
 
     # -- rows written with the change ------------------------------------------------------
@@ -335,7 +340,7 @@ class Change:
             self.conn.execute(statement, params)
         if self.entries:
             self.conn.execute(_T.insert(), self.entries)
-        tables = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D}
+        tables = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D, "checkpoints": _C}
         for name, rows in self.rows.items():
             self.conn.execute(tables[name].insert(), rows)
         return int(version)

@@ -34,13 +34,18 @@ Groups (``group_by``):
   country, and is none (unknown) otherwise: the engine keeps no country per agency;
 - ``origin_country``, ``destination_country``: the referral's.
 
-One SQL statement per measure does the counting, on SQLite as on PostgreSQL; tasks and
-escalations are then merged by group.
+One SQL statement per measure does the counting, on SQLite as on PostgreSQL, both in one
+read-only transaction (one snapshot); tasks and escalations are then merged by group. By
+country, the statements count per SOP version, agency slot and pair of countries, and each
+such group is given its country here from the SOP library's slot declarations (listed
+before the read: the library may look in the database for versions published meanwhile),
+rather than by a CASE over every slot of every SOP evaluated for each task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,18 +53,16 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
     case,
     func,
-    literal,
-    null,
     or_,
     select,
 )
 
 from sop_engine.errors import InvalidInput
-from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.compiler import CompiledSop
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import Referral, Task, TimelineEntry, table
 from sop_engine.runtime.services import Services
 
@@ -120,58 +123,76 @@ def compliance(
     if group_by not in GROUPINGS:
         raise InvalidInput(f"group_by must be one of {', '.join(GROUPINGS)}", field="group_by")
     now = services.clock.now()
-    with services.db.connect() as conn:
-        window: dict[str, Any] = {"since": since, "until": until, "sop": sop}
-        tasks = conn.execute(_task_counts(services.library, group_by, now, **window))
-        escalations = conn.execute(_escalation_counts(services.library, group_by, **window))
-        merged: dict[str | None, dict[str, int]] = {}
-        for r in tasks:
-            merged[_label(group_by, r)] = {name: int(getattr(r, name) or 0) for name in _COUNTS}
-        for r in escalations:
-            merged.setdefault(_label(group_by, r), {})["escalations"] = int(r.escalations)
+    declared = _declared_countries(services.library) if group_by == "country" else {}
+    window: dict[str, Any] = {"since": since, "until": until, "sop": sop}
+    task_counts = _task_counts(group_by, now, **window)
+    escalations = _escalations(group_by, **window)
+    with read_transaction(services.db) as conn:
+        task_rows = conn.execute(task_counts).all()
+        escalation_rows = conn.execute(escalations).all()
+    merged: dict[str | None, Counter[str]] = defaultdict(Counter)
+    for r in task_rows:
+        counts = merged[_label(group_by, r, declared)]
+        for name in _COUNTS:
+            counts[name] += int(getattr(r, name) or 0)
+    if group_by == "country":  # an entry counts once per country, whatever its slots there
+        entries: dict[str | None, set[Any]] = defaultdict(set)
+        for r in escalation_rows:
+            entries[_label(group_by, r, declared)].add(r.entry_id)
+        for label, ids in entries.items():
+            merged[label]["escalations"] = len(ids)
+    else:
+        for r in escalation_rows:
+            merged[_label(group_by, r, declared)]["escalations"] += int(r.escalations)
     rows = [ComplianceRow(group, **counts) for group, counts in merged.items()]
     rows.sort(key=lambda row: (row.group is None, row.group or ""))
     return ComplianceReport(group_by, now, since, until, sop, rows)
 
 
-def _group_columns(library: SopLibrary, group_by: str) -> list[ColumnElement[Any]]:
-    """The columns naming a task's group, labelled ``g0``, ``g1``."""
+_Declared = Mapping[tuple[str, int], Mapping[str, str]]
+"""(SOP key, version) -> agency slot -> its declared country: ``origin``, ``destination``,
+a country code, or ``any``."""
+
+
+def _declared_countries(library: Iterable[CompiledSop]) -> _Declared:
+    return {
+        (sop.key, sop.version): {slot.name: slot.country for slot in sop.spec.agencies.values()}
+        for sop in library
+    }
+
+
+def _group_columns(group_by: str) -> list[ColumnElement[Any]]:
+    """The columns naming a task's group, labelled ``g0``, ``g1``...: by country, those its
+    country follows from (:func:`_country`)."""
     columns: list[ColumnElement[Any]]
     if group_by == "sop":
         columns = [_R.c.sop_key, _R.c.sop_version]
     elif group_by == "agency":
         columns = [_TK.c.agency_id]
     elif group_by == "country":
-        columns = [_agency_country(library)]
+        columns = [
+            _R.c.sop_key,
+            _R.c.sop_version,
+            _TK.c.agency_slot,
+            _R.c.origin_country,
+            _R.c.destination_country,
+        ]
     else:
         columns = [_R.c[group_by]]
     return [c.label(f"g{i}") for i, c in enumerate(columns)]
 
 
-def _agency_country(library: SopLibrary) -> ColumnElement[Any]:
-    """The country of a task's agency, from its SOP's declaration of the task's agency slot."""
-    one_country = case(
-        (_R.c.origin_country == _R.c.destination_country, _R.c.origin_country), else_=null()
-    )
-    whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
-    for sop in library:
-        for slot in sop.spec.agencies.values():
-            if slot.country == "any":
-                continue
-            country: ColumnElement[Any]
-            if slot.country == "origin":
-                country = _R.c.origin_country
-            elif slot.country == "destination":
-                country = _R.c.destination_country
-            else:
-                country = literal(slot.country, String)
-            when = and_(
-                _R.c.sop_key == sop.key,
-                _R.c.sop_version == sop.version,
-                _TK.c.agency_slot == slot.name,
-            )
-            whens.append((when, country))
-    return case(*whens, else_=one_country) if whens else one_country
+def _country(row: Any, declared: _Declared) -> str | None:
+    """The country of a task's agency, from its SOP's declaration of the task's agency slot;
+    without one, the referral's country when it stays in one, else unknown."""
+    slot_country = declared.get((row.g0, row.g1), {}).get(row.g2 or "", "any")
+    if slot_country == "origin":
+        return str(row.g3)
+    if slot_country == "destination":
+        return str(row.g4)
+    if slot_country != "any":
+        return slot_country
+    return str(row.g3) if row.g3 == row.g4 else None
 
 
 def _sop_filter(sop: str | None) -> list[ColumnElement[bool]]:
@@ -179,7 +200,6 @@ def _sop_filter(sop: str | None) -> list[ColumnElement[bool]]:
 
 
 def _task_counts(
-    library: SopLibrary,
     group_by: str,
     now: datetime,
     *,
@@ -204,29 +224,24 @@ def _task_counts(
         where.append(due >= since)
     if until is not None:
         where.append(due < until)
-    # Grouped in an outer query by label: PostgreSQL would not match a GROUP BY expression
-    # holding bound parameters (the agency country's CASE) with the same one in SELECT.
-    inner = (
-        select(
-            *_group_columns(library, group_by),
-            *(case((flag, 1), else_=0).label(name) for name, flag in flags.items()),
-        )
-        .select_from(_TK.join(_R, _R.c.id == _TK.c.referral_id))
-        .where(*where)
-        .subquery()
+    # The referral is joined only when the group or the filter needs it.
+    source = (
+        _TK if group_by == "agency" and sop is None else _TK.join(_R, _R.c.id == _TK.c.referral_id)
     )
-    keys = _keys(inner, group_by)
-    return select(*keys, *(func.sum(inner.c[name]).label(name) for name in _COUNTS)).group_by(*keys)
+    keys = _group_columns(group_by)
+    sums = (func.sum(case((flag, 1), else_=0)).label(name) for name, flag in flags.items())
+    return select(*keys, *sums).select_from(source).where(*where).group_by(*keys)
 
 
-def _escalation_counts(
-    library: SopLibrary,
+def _escalations(
     group_by: str,
     *,
     since: datetime | None,
     until: datetime | None,
     sop: str | None,
 ) -> Select[Any]:
+    """Escalation counts by group; by country, the distinct (entry, group) pairs, counted
+    once their groups are given their countries."""
     where = [_T.c.kind == ESCALATION_KIND, *_sop_filter(sop)]
     if since is not None:
         where.append(_T.c.at >= since)
@@ -245,22 +260,16 @@ def _escalation_counts(
                 or_(_TK.c.closed_at.is_(None), _TK.c.closed_at >= _T.c.at),
             ),
         )
-    inner = (
-        select(*_group_columns(library, group_by), _T.c.id.label("entry_id"))
-        .select_from(source)
-        .where(*where)
-        .subquery()
-    )
-    keys = _keys(inner, group_by)
-    counted = func.count(inner.c.entry_id.distinct()).label("escalations")
-    return select(*keys, counted).group_by(*keys)
+    keys = _group_columns(group_by)
+    if group_by == "country":
+        return select(*keys, _T.c.id.label("entry_id")).select_from(source).where(*where).distinct()
+    counted = func.count(_T.c.id.distinct()).label("escalations")
+    return select(*keys, counted).select_from(source).where(*where).group_by(*keys)
 
 
-def _keys(inner: Any, group_by: str) -> Sequence[ColumnElement[Any]]:
-    return [inner.c.g0, inner.c.g1] if group_by == "sop" else [inner.c.g0]
-
-
-def _label(group_by: str, row: Any) -> str | None:
+def _label(group_by: str, row: Any, declared: _Declared) -> str | None:
     if group_by == "sop":
         return f"{row.g0}@{row.g1}"
+    if group_by == "country":
+        return _country(row, declared)
     return None if row.g0 is None else str(row.g0)

@@ -13,7 +13,7 @@ its value as it was disclosed (the newest readable disclosure of it), not as it 
 changed afterwards reaches the agency only by being disclosed again. Identifying fields
 are decrypted with the case key; once the case is erased (its key deleted) they are withheld
 too, whatever the basis. Every read, and every refused attempt, is written to the access log
-in the same transaction that decides it (see :mod:`sop_engine.runtime.access_log`).
+once it is decided, before the answer leaves (see :mod:`sop_engine.runtime.access_log`).
 
 Refusals:
 
@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Row, select
 from sop_engine.crypto import open_sealed, unwrap_case_key
 from sop_engine.errors import ConsentMissing, NotFound
 from sop_engine.language.spec import BUILTIN_FIELDS, SopSpec
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import (
     CaseKey,
     ConsentGrant,
@@ -43,7 +44,7 @@ from sop_engine.persistence.models import (
     Disclosure,
     table,
 )
-from sop_engine.runtime.access_log import record_access
+from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE
 from sop_engine.runtime.services import Services
@@ -191,7 +192,7 @@ def disclosed_fields(
 
 def held_by(services: Services, case_code: str, agency_id: str) -> DisclosedFields:
     """:func:`disclosed_fields` by case code, now; NotFound for an unknown code."""
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")
@@ -200,25 +201,24 @@ def held_by(services: Services, case_code: str, agency_id: str) -> DisclosedFiel
 
 def read_disclosed(services: Services, case_code: str, actor: Actor) -> DisclosedView:
     """The fields of ``case_code`` disclosed to the actor's agency, identifying ones
-    decrypted, in one transaction with the access log row; refusals are logged too (see the
-    module docstring)."""
+    decrypted, in one read-only transaction, then written to the access log; refusals are
+    logged too (see the module docstring)."""
     now = services.clock.now()
     refusal: NotFound | DisclosureWithdrawn | None = None
-    with services.db.begin() as conn:
+    with read_transaction(services.db) as conn:
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         referral_id = ref.id if ref is not None else None
         try:
             view = _read(conn, services, ref, case_code=case_code, actor=actor, now=now)
         except (NotFound, DisclosureWithdrawn) as exc:
             refusal = exc
-            fields = exc.fields if isinstance(exc, DisclosureWithdrawn) else ()
-            record_access(conn, now, actor, READ_ACTION, referral_id=referral_id, fields=fields,
-                          outcome="refused")  # fmt: skip
-        else:
-            record_access(conn, now, actor, READ_ACTION, referral_id=referral_id,
-                          fields=list(view.fields))  # fmt: skip
     if refusal is not None:
+        fields = refusal.fields if isinstance(refusal, DisclosureWithdrawn) else ()
+        append_access(services, now, actor, READ_ACTION, referral_id=referral_id, fields=fields,
+                      outcome="refused")  # fmt: skip
         raise refusal
+    append_access(services, now, actor, READ_ACTION, referral_id=referral_id,
+                  fields=list(view.fields))  # fmt: skip
     return view
 
 

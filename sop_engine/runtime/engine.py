@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -20,6 +20,7 @@ from sop_engine.crypto import MasterKeyring
 from sop_engine.directory.model import ServiceDirectory
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import IdempotencyRecord, table
 from sop_engine.runtime import (
     access_log,
@@ -45,10 +46,12 @@ from sop_engine.runtime.fire import FireResult
 from sop_engine.runtime.ledger import GrantRecord
 from sop_engine.runtime.notices import Notice
 from sop_engine.runtime.outbox import OutboxClaim
+from sop_engine.runtime.recent import Recent
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
 from sop_engine.runtime.tasks import TaskView
-from sop_engine.timeline.entries import TimelineCheck, verify_timelines
+from sop_engine.timeline.verifications import due_for_verification, record_verifications
+from sop_engine.timeline.verify import TimelineCheck, verify_referral_timeline, verify_timelines
 
 __all__ = ["Runtime"]
 
@@ -59,7 +62,11 @@ RETRIES = 3
 
 
 class Runtime:
-    """Every operation on referrals; each method is one database transaction."""
+    """Every operation on referrals; each method is one database transaction.
+
+    ``compliance_max_age``: how old a deadline compliance report may be when answered (see
+    :mod:`sop_engine.runtime.recent`); None or zero counts on every call.
+    """
 
     def __init__(
         self,
@@ -69,12 +76,17 @@ class Runtime:
         clock: Clock | None = None,
         *,
         directory: ServiceDirectory | None = None,
+        compliance_max_age: timedelta | None = None,
     ) -> None:
         """``directory``: the service directory's files (coordinators' managed entries are read
-        from ``db`` over it); a referral is disclosed only to an agency it lists."""
+        from ``db`` over it); a referral is disclosed only to an agency it lists.
+        ``compliance_max_age``: how long a compliance report may be served from memory."""
         self.services = Services(
             db, library, keyring, clock or SystemClock(), directory or ServiceDirectory()
         )
+        self._compliance: Recent[tuple[Any, ...], ComplianceReport] | None = None
+        if compliance_max_age:
+            self._compliance = Recent(self._count_compliance, compliance_max_age.total_seconds())
 
     @property
     def db(self) -> Engine:
@@ -149,7 +161,7 @@ class Runtime:
     def _replay(self, actor: Actor, idempotency_key: str | None) -> FireResult | None:
         if idempotency_key is None:
             return None
-        with self.db.connect() as conn:
+        with read_transaction(self.db) as conn:
             seen = conn.execute(
                 select(_I.c.result).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
             ).first()
@@ -267,23 +279,66 @@ class Runtime:
     def mark_failed_attempt(self, claim: OutboxClaim, error: str) -> str:
         return outbox.mark_failed_attempt(self.services, claim, error)
 
-    def verify_timeline(self, case_code: str | None = None) -> list[TimelineCheck]:
-        with self.db.connect() as conn:
-            return verify_timelines(conn, case_code)
+    def verify_timeline(
+        self, case_code: str | None = None, *, record: bool = False
+    ) -> list[TimelineCheck]:
+        """Verify every timeline in full, or one referral's (:mod:`sop_engine.timeline.verify`);
+        with ``record``, keep each result as the referral's last full verification."""
+        with read_transaction(self.db) as conn:
+            checks = verify_timelines(conn, case_code)
+        if record:
+            record_verifications(self.db, checks, self.clock.now())
+        return checks
+
+    def verify_due_timelines(self, limit: int = 100) -> list[TimelineCheck]:
+        """Verify in full, and record, up to ``limit`` timelines due for it (never verified,
+        changed since, or last verified a day ago or more:
+        :func:`sop_engine.timeline.verifications.due_for_verification`)."""
+        now = self.clock.now()
+        with read_transaction(self.db) as conn:
+            due = due_for_verification(conn, now, limit=limit)
+            checks = [verify_referral_timeline(conn, referral_id) for referral_id in due]
+        record_verifications(self.db, checks, now)
+        return checks
 
     def list_referrals(self, **filters: Any) -> list[ReferralSummary]:
         """Referrals for auditors, without facts (:mod:`sop_engine.runtime.audit`)."""
         return audit.list_referrals(self.services, **filters)
 
     def read_timeline(
-        self, case_code: str, *, after_seq: int | None = None, limit: int = 50
+        self,
+        case_code: str,
+        *,
+        after_seq: int | None = None,
+        limit: int = 50,
+        verify: Literal["page", "full"] = "page",
     ) -> TimelinePage:
-        """A page of a referral's timeline with its chain's verification."""
-        return audit.read_timeline(self.services, case_code, after_seq=after_seq, limit=limit)
+        """A page of a referral's timeline with its chain's verification
+        (:func:`sop_engine.runtime.audit.read_timeline`)."""
+        return audit.read_timeline(
+            self.services, case_code, after_seq=after_seq, limit=limit, verify=verify
+        )
 
-    def compliance(self, group_by: str, **filters: Any) -> ComplianceReport:
-        """Deadline compliance (:mod:`sop_engine.runtime.compliance`)."""
-        return compliance.compliance(self.services, group_by, **filters)
+    def compliance(
+        self,
+        group_by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sop: str | None = None,
+    ) -> ComplianceReport:
+        """Deadline compliance (:mod:`sop_engine.runtime.compliance`), counted now or, with a
+        ``compliance_max_age``, up to that long ago (its ``as_of`` says when)."""
+        if group_by not in compliance.GROUPINGS:
+            return compliance.compliance(self.services, group_by)  # refused
+        key = (group_by, since, until, sop)
+        if self._compliance is None:
+            return self._count_compliance(key)
+        return self._compliance.get(key)
+
+    def _count_compliance(self, key: tuple[Any, ...]) -> ComplianceReport:
+        group_by, since, until, sop = key
+        return compliance.compliance(self.services, group_by, since=since, until=until, sop=sop)
 
 
 def _lock_not_available(exc: OperationalError) -> bool:

@@ -19,6 +19,7 @@ from sop_engine.clock import utc
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.schema import did_you_mean
 from sop_engine.language.spec import ConsentScope, SopSpec
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import (
     ConsentGrant,
     ConsentWithdrawal,
@@ -355,7 +356,7 @@ def acknowledge_withdrawal(services: Services, case_code: str, actor: Actor) -> 
 
 
 def list_grants(services: Services, case_code: str) -> list[GrantRecord]:
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         ref = _load(conn, case_code)
         rows = conn.execute(
             select(_G, _W.c.withdrawn_at)

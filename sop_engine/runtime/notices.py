@@ -14,8 +14,9 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, select, update
 
 from sop_engine.errors import NotFound
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import InboxMessage, table
-from sop_engine.runtime.access_log import record_access
+from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.services import Services
 
@@ -62,9 +63,9 @@ def list_notices(
         query = query.where(
             (_N.c.created_at > at) | and_(_N.c.created_at == at, _N.c.message_id > message_id)
         )
-    with services.db.begin() as conn:
+    with read_transaction(services.db) as conn:
         rows = conn.execute(query.limit(limit)).all()
-        record_access(conn, services.clock.now(), actor, "notices.list")
+    append_access(services, services.clock.now(), actor, "notices.list")
     return [
         Notice(
             id=r.message_id,

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sop_engine.clock import utc
 from sop_engine.crypto import new_case_key, open_sealed, seal, unwrap_case_key, wrap_case_key
 from sop_engine.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import CaseKey, IdempotencyRecord, Referral, table
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
@@ -144,7 +145,7 @@ def _created_under(
     services: Services, actor: Actor, stored: str, request_mac: RequestFingerprint
 ) -> str | None:
     """The case code a creation under this key made, or None; refuses another request."""
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         seen = conn.execute(
             select(_I.c.request_hash, _I.c.result).where(
                 _I.c.actor_id == actor.id, _I.c.key == stored
@@ -276,7 +277,7 @@ def read_referral(
     reveal_identifying: bool = False,
 ) -> ReferralView:
     """A referral by case code; identifying facts are decrypted only when asked for."""
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None:
             raise NotFound(f"no referral {case_code}")

@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, or_, select
 
 from sop_engine.errors import InvalidInput, NotFound, TransitionNotAllowed
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import Referral, Task, table
-from sop_engine.runtime.access_log import record_access
+from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.choice import available_events
 from sop_engine.runtime.disclosure import handoff_grant_withdrawn
@@ -98,10 +99,10 @@ def list_tasks(
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
     now = services.clock.now()
-    with services.db.begin() as conn:
-        record_access(conn, now, actor, LIST_ACTION)
-        if actor.agency_id is None:
-            return []
+    if actor.agency_id is None:
+        append_access(services, now, actor, LIST_ACTION)
+        return []
+    with read_transaction(services.db) as conn:
         query = (
             select(_TK)
             .where(_TK.c.agency_id == actor.agency_id)
@@ -119,7 +120,9 @@ def list_tasks(
             )
         rows = conn.execute(query).all()
         refs = _referrals(conn, {r.referral_id for r in rows})
-        return [_view(conn, services, r, refs[r.referral_id], actor=actor, now=now) for r in rows]
+        views = [_view(conn, services, r, refs[r.referral_id], actor=actor, now=now) for r in rows]
+    append_access(services, now, actor, LIST_ACTION)
+    return views
 
 
 def read_task(
@@ -128,16 +131,15 @@ def read_task(
     """One task of the actor's agency; NotFound (the same as for an unknown id) for another
     agency's. Logged under ``action``, granted or refused."""
     now = services.clock.now()
-    with services.db.begin() as conn:
+    view = None
+    with read_transaction(services.db) as conn:
         row = conn.execute(select(_TK).where(_TK.c.id == task_id)).first()
-        if row is None or actor.agency_id is None or row.agency_id != actor.agency_id:
-            referral_id = row.referral_id if row is not None else None
-            record_access(conn, now, actor, action, referral_id=referral_id, outcome="refused")
-            view = None
-        else:
-            record_access(conn, now, actor, action, referral_id=row.referral_id)
+        referral_id = row.referral_id if row is not None else None
+        if row is not None and actor.agency_id is not None and row.agency_id == actor.agency_id:
             ref = _referrals(conn, {row.referral_id})[row.referral_id]
             view = _view(conn, services, row, ref, actor=actor, now=now)
+    outcome = "refused" if view is None else "granted"
+    append_access(services, now, actor, action, referral_id=referral_id, outcome=outcome)
     if view is None:
         raise NotFound(f"no task {task_id}")
     return view

@@ -1,7 +1,8 @@
-"""Writing and verifying a referral's timeline in the database.
+"""Writing a referral's timeline in the database (verifying it: :mod:`verify`).
 
 Each entry is appended in the transaction of the change it records, chained to the one
-before by SHA-256 (:mod:`chain`). The referral row keeps the chain's head (``head_hash``,
+before by SHA-256 (:mod:`chain`), with a checkpoint at every ``CHECKPOINT_EVERY``-th entry
+(:mod:`checkpoints`). The referral row keeps the chain's head (``head_hash``,
 ``timeline_seq``), so appending needs no extra read, and verification also notices entries
 cut off the end, unless the referral row was rewritten too.
 """
@@ -13,25 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
-
-from sop_engine.persistence.models import Referral, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
-from sop_engine.timeline.chain import GENESIS, ChainBreak, verify_chain
 
-__all__ = [
-    "EntryDraft",
-    "TimelineCheck",
-    "entry_content",
-    "entry_row",
-    "verify_referral_timeline",
-    "verify_timelines",
-]
-
-_T = table(TimelineEntry)
-_R = table(Referral)
-
-HEAD_MISMATCH = "the referral's recorded head does not match its last entry (entries cut off?)"
+__all__ = ["EntryDraft", "entry_content", "entry_row"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,42 +80,3 @@ def entry_row(referral_id: str, seq: int, at: datetime, draft: EntryDraft) -> di
         "override": draft.override,
         "details": dict(draft.details),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineCheck:
-    """The result of verifying one referral's timeline."""
-
-    referral_id: str
-    case_code: str
-    entries: int
-    broken: ChainBreak | None
-
-    @property
-    def ok(self) -> bool:
-        return self.broken is None
-
-
-def verify_referral_timeline(conn: Connection, referral_id: str) -> TimelineCheck:
-    """Recompute one referral's chain; name the first entry (by ``seq``) that does not match."""
-    head = conn.execute(
-        select(_R.c.case_code, _R.c.timeline_seq, _R.c.head_hash).where(_R.c.id == referral_id)
-    ).one()
-    rows = conn.execute(select(_T).where(_T.c.referral_id == referral_id).order_by(_T.c.seq)).all()
-    entries = [(r.seq, entry_content(dict(r._mapping)), r.prev_hash, r.hash) for r in rows]
-    broken = verify_chain(entries)
-    if broken is not None:
-        broken = ChainBreak(broken.index, broken.entry_id, broken.reason)
-    elif (rows[-1].seq if rows else 0) != head.timeline_seq or (
-        rows[-1].hash if rows else GENESIS
-    ) != head.head_hash:
-        broken = ChainBreak(len(rows), rows[-1].seq if rows else None, HEAD_MISMATCH)
-    return TimelineCheck(referral_id, head.case_code, len(rows), broken)
-
-
-def verify_timelines(conn: Connection, case_code: str | None = None) -> list[TimelineCheck]:
-    """Verify every referral's timeline, or one referral's by case code."""
-    query = select(_R.c.id).order_by(_R.c.created_at, _R.c.id)
-    if case_code is not None:
-        query = query.where(_R.c.case_code == case_code)
-    return [verify_referral_timeline(conn, rid) for rid in conn.scalars(query)]

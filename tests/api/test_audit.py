@@ -21,7 +21,7 @@ from sop_engine.persistence.models import TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import HASH_MISMATCH, PREV_HASH_MISMATCH
-from sop_engine.timeline.entries import HEAD_MISMATCH
+from sop_engine.timeline.verify import HEAD_MISMATCH
 from tests.agencies import agency_directory
 
 from .conftest import SURVIVOR, Users, referral_body
@@ -209,7 +209,16 @@ def test_a_timeline_shows_every_entry_and_an_intact_chain(
     assert r.status_code == 200
     body = r.json()
     assert body["case_code"] == case_code
-    assert body["verification"] == {"ok": True, "entries": 3, "broken_seq": None, "reason": None}
+    assert body["verification"] == {
+        "ok": True,
+        "entries": 3,
+        "scope": "full",  # a short timeline is recomputed whole on every page
+        "checked_from_seq": 1,
+        "checked_to_seq": 3,
+        "broken_seq": None,
+        "reason": None,
+        "last_full_verification": None,
+    }
     assert [e["seq"] for e in body["items"]] == [1, 2, 3]
     assert [e["kind"] for e in body["items"]] == ["created", "consent_granted", "transition"]
     created, granted, moved = body["items"]
@@ -247,8 +256,12 @@ def test_a_row_changed_in_the_database_breaks_the_chain_at_that_entry(
     assert body["verification"] == {
         "ok": False,
         "entries": 3,
+        "scope": "full",
+        "checked_from_seq": 1,
+        "checked_to_seq": 3,
         "broken_seq": 2,
         "reason": HASH_MISMATCH,
+        "last_full_verification": None,
     }
     assert [e["seq"] for e in body["items"]] == [1, 2, 3]  # the broken entry is still shown
     with runtime.db.begin() as conn:
@@ -257,7 +270,7 @@ def test_a_row_changed_in_the_database_breaks_the_chain_at_that_entry(
             .where(entries.c.referral_id == referral_id, entries.c.seq == 3)
             .values(prev_hash="f" * 64)
         )
-    # The verdict is the first break, whatever page is read.
+    # A short timeline is verified whole: the verdict is its first break, whatever the page.
     page = client.get(url, params={"limit": 1}, headers=users.auth("auditor")).json()
     assert page["verification"]["broken_seq"] == 2
     with runtime.db.begin() as conn:
@@ -267,9 +280,13 @@ def test_a_row_changed_in_the_database_breaks_the_chain_at_that_entry(
     body = client.get(url, headers=users.auth("auditor")).json()
     assert body["verification"] == {  # cut off: the referral's head still names entry 3
         "ok": False,
-        "entries": 1,
+        "entries": 3,
+        "scope": "full",
+        "checked_from_seq": 1,
+        "checked_to_seq": 1,
         "broken_seq": 1,
         "reason": HEAD_MISMATCH,
+        "last_full_verification": None,
     }
 
 
@@ -290,6 +307,30 @@ def test_a_moved_link_is_named(
     ).json()
     assert body["verification"]["broken_seq"] == 3
     assert body["verification"]["reason"] == PREV_HASH_MISMATCH
+
+
+def test_a_full_verification_is_asked_for_recorded_and_reported_on_later_pages(
+    client: TestClient, users: Users, runtime: Runtime, case_code: str, clock: ManualClock
+) -> None:
+    record_consent(client, users, runtime, case_code)
+    url = f"/audit/referrals/{case_code}/timeline"
+    asked = client.get(url, params={"verify": "full", "limit": 1}, headers=users.auth("auditor"))
+    assert asked.status_code == 200
+    recorded = {
+        "verified_at": "2026-03-02T01:30:00Z",
+        "entries": 3,
+        "ok": True,
+        "broken_seq": None,
+        "reason": None,
+    }
+    assert asked.json()["verification"]["last_full_verification"] == recorded
+    assert asked.json()["verification"]["scope"] == "full"
+    clock.advance(timedelta(minutes=5))
+    later = client.get(url, headers=users.auth("auditor")).json()["verification"]
+    assert later["last_full_verification"] == recorded  # when it ran, not now
+    bad = client.get(url, params={"verify": "everything"}, headers=users.auth("auditor"))
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "verify"
 
 
 def test_timeline_pages_walk_every_entry_once_by_seq(

@@ -1,5 +1,6 @@
-"""Engines as the service uses them: SQLite in WAL mode whose writers wait their turn, and
-PostgreSQL from a plain ``postgresql://`` URL."""
+"""Engines as the service uses them: SQLite in WAL mode whose writers wait their turn and
+whose readers wait for nobody, and PostgreSQL from a plain ``postgresql://`` URL; on both,
+a read transaction refuses to write."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from sop_engine.errors import ConfigurationError
-from sop_engine.persistence.db import default_database_url, is_postgres, is_sqlite, make_engine
+from sop_engine.persistence.db import (
+    default_database_url,
+    is_postgres,
+    is_sqlite,
+    make_engine,
+    read_transaction,
+)
 from sop_engine.persistence.models import CaseKey, Referral
+
+WAIT = 30.0
+"""Seconds a thread or event waits before the test fails instead of hanging."""
 
 
 def test_the_default_database_is_an_absolute_sqlite_file_in_the_data_folder(
@@ -73,15 +83,117 @@ def test_sqlite_refuses_a_row_pointing_at_no_referral(sqlite_engine: Engine) -> 
             session.commit()
 
 
-def test_every_sqlite_transaction_begins_immediate(sqlite_engine: Engine) -> None:
+def _traced(engine: Engine, run: Callable[[Engine], None]) -> list[str]:
+    """The statements SQLite ran for ``run``, on one pooled connection."""
     statements: list[str] = []
-    with sqlite_engine.connect() as connection:
+    with engine.connect() as connection:
         sqlite = connection.connection.driver_connection
         assert sqlite is not None
         sqlite.set_trace_callback(statements.append)
+    try:
+        run(engine)
+    finally:
+        with engine.connect() as connection:
+            sqlite = connection.connection.driver_connection
+            assert sqlite is not None
+            sqlite.set_trace_callback(None)
+    return statements
+
+
+def _count_referrals(engine: Engine) -> None:
+    with engine.begin() as connection:
         connection.execute(select(func.count()).select_from(Referral)).scalar()
-        connection.rollback()
-    assert statements[0] == "BEGIN IMMEDIATE"
+
+
+def _read_referrals(engine: Engine) -> None:
+    with read_transaction(engine) as connection:
+        connection.execute(select(func.count()).select_from(Referral)).scalar()
+
+
+def test_writers_begin_immediate_and_readers_deferred_under_query_only(
+    sqlite_engine: Engine,
+) -> None:
+    sqlite_engine.pool.dispose()  # one connection, handed to each transaction in turn
+    writes = _traced(sqlite_engine, _count_referrals)
+    assert writes[0] == "BEGIN IMMEDIATE"
+    reads = _traced(sqlite_engine, _read_referrals)
+    assert reads[:2] == ["PRAGMA query_only=ON", "BEGIN"]
+    again = _traced(sqlite_engine, _read_referrals)
+    assert again[0] == "BEGIN"  # the connection is a reader already
+    back = _traced(sqlite_engine, _count_referrals)
+    assert back[:2] == ["PRAGMA query_only=OFF", "BEGIN IMMEDIATE"]
+    with sqlite_engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA query_only").scalar() == 0
+
+
+def test_a_read_transaction_refuses_to_write(
+    engine: Engine, new_referral: Callable[..., Referral]
+) -> None:
+    with Session(engine) as session, session.begin():
+        session.add(new_referral(id="r-x"))
+    with read_transaction(engine) as connection, pytest.raises(DBAPIError) as refused:
+        connection.execute(delete(Referral).where(Referral.id == "r-x"))
+    assert "readonly" in str(refused.value).replace("-", "").replace(" ", "").lower()
+    with Session(engine) as session, session.begin():  # the connection writes again after
+        session.add(new_referral(id="r-y"))
+    with read_transaction(engine) as connection:
+        codes = connection.scalars(select(Referral.id)).all()
+    assert sorted(codes) == ["r-x", "r-y"]
+
+
+@pytest.mark.postgres
+def test_a_postgresql_read_is_one_read_only_snapshot(postgres_engine: Engine) -> None:
+    with read_transaction(postgres_engine) as connection:
+        settings = [
+            connection.exec_driver_sql(f"SHOW {name}").scalar()
+            for name in ("transaction_read_only", "transaction_isolation")
+        ]
+    assert settings == ["on", "repeatable read"]
+    with postgres_engine.begin() as connection:  # the pooled connection is reset after
+        settings = [
+            connection.exec_driver_sql(f"SHOW {name}").scalar()
+            for name in ("transaction_read_only", "transaction_isolation")
+        ]
+    assert settings == ["off", "read committed"]
+
+
+def test_a_sqlite_reader_neither_waits_for_a_writer_nor_makes_it_wait(
+    sqlite_engine: Engine, new_referral: Callable[..., Referral]
+) -> None:
+    """A writer holds the write lock with an uncommitted insert; readers in other threads
+    answer at once from the last committed snapshot, and the writer commits while a reader's
+    transaction is still open. With ``BEGIN IMMEDIATE`` for reads, each reader would wait
+    for the lock until the busy timeout and fail with "database is locked"."""
+    with Session(sqlite_engine) as session, session.begin():
+        session.add(new_referral(id="r-1"))
+    writing, read, committed = threading.Event(), threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with Session(sqlite_engine) as session, session.begin():
+                session.add(new_referral(id="r-2"))
+                session.flush()
+                writing.set()
+                assert read.wait(WAIT), "the reader never answered"
+            committed.set()
+        except BaseException as exc:
+            failures.append(exc)
+            writing.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert writing.wait(WAIT)
+    with read_transaction(sqlite_engine) as connection:
+        before = connection.scalars(select(Referral.id)).all()
+        read.set()
+        assert committed.wait(WAIT), "the writer could not commit while a reader read"
+        still = connection.scalars(select(Referral.id)).all()  # the same snapshot
+    writer.join(WAIT)
+    assert failures == []
+    assert before == still == ["r-1"]
+    with read_transaction(sqlite_engine) as connection:
+        assert sorted(connection.scalars(select(Referral.id))) == ["r-1", "r-2"]
 
 
 def test_concurrent_sqlite_writers_take_turns_instead_of_failing(

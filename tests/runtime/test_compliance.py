@@ -19,19 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, update
 
 from sop_engine.clock import ManualClock
 from sop_engine.errors import InvalidInput
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.published import PublishedLibrary, PublishedSources
 from sop_engine.persistence.models import Task, table
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.compliance import ComplianceRow
+from sop_engine.runtime.compliance import GROUPINGS, ComplianceRow
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
+from tests.shipped import shipped_documents
 
-from .conftest import ASSESSMENT, CORRIDOR, START
+from .conftest import ASSESSMENT, CORRIDOR, ROOT, START
 
 HOSPITAL = Actor("u-hosp", "agency_focal_point", "TH-HOSP-1")
 
@@ -89,7 +93,7 @@ def scenario(
     return runtime
 
 
-def rows(runtime: Runtime, group_by: str, **filters: object) -> dict[str | None, ComplianceRow]:
+def rows(runtime: Runtime, group_by: str, **filters: Any) -> dict[str | None, ComplianceRow]:
     report = runtime.compliance(group_by, **filters)
     assert report.as_of == runtime.clock.now()
     return {row.group: row for row in report.rows}
@@ -209,3 +213,21 @@ def test_an_unknown_grouping_is_refused(runtime: Runtime) -> None:
 def test_an_empty_database_has_no_rows(runtime: Runtime) -> None:
     report = runtime.compliance("country", since=datetime(2026, 1, 1, tzinfo=START.tzinfo))
     assert report.rows == []
+
+
+def test_every_grouping_answers_with_the_library_the_service_runs(
+    scenario: Runtime, engine: Engine, library: SopLibrary, clock: ManualClock
+) -> None:
+    """Regression: the service's library also looks in the database for published versions
+    whenever it is listed, which ``group_by="country"`` does. Listing it inside the read on
+    SQLite, whose every transaction took the write lock, waited on its own transaction for
+    the 10 s busy timeout and failed ("database is locked"). Each grouping now answers what
+    a library that never reads the database answers."""
+    clock.set(START + timedelta(hours=3))
+    sources = PublishedSources(engine, [ROOT / "sop_definitions"], files=shipped_documents())
+    served = Runtime(
+        engine, PublishedLibrary(list(library), sources=sources), scenario.services.keyring, clock
+    )
+    for grouping in GROUPINGS:
+        assert served.compliance(grouping).rows == scenario.compliance(grouping).rows, grouping
+        assert served.compliance(grouping).rows, grouping

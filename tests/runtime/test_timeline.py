@@ -14,7 +14,7 @@ from sop_engine.persistence.models import Referral, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import HASH_MISMATCH, PREV_HASH_MISMATCH
-from sop_engine.timeline.entries import HEAD_MISMATCH
+from sop_engine.timeline.verify import HEAD_MISMATCH
 
 T = table(TimelineEntry)
 

@@ -15,19 +15,25 @@ from workflows.deployments import deployments
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(sweep_interval_seconds=60, dispatch_interval_seconds=30, batch_size=25)
+    return Settings(
+        sweep_interval_seconds=60,
+        dispatch_interval_seconds=30,
+        verify_interval_seconds=3600,
+        batch_size=25,
+    )
 
 
 def test_one_deployment_per_flow_on_the_settings_intervals(settings: Settings) -> None:
-    sweep, dispatch = deployments(settings)
+    sweep, dispatch, verification = deployments(settings)
     assert (sweep.flow_name, sweep.name) == ("escalation-sweep", "sop-engine")
     assert (dispatch.flow_name, dispatch.name) == ("outbox-dispatch", "sop-engine")
+    assert (verification.flow_name, verification.name) == ("timeline-verification", "sop-engine")
     intervals = []
-    for deployment in (sweep, dispatch):
+    for deployment in (sweep, dispatch, verification):
         [schedule] = deployment.schedules or []
         assert isinstance(schedule.schedule, IntervalSchedule)
         intervals.append(schedule.schedule.interval)
-    assert intervals == [timedelta(seconds=60), timedelta(seconds=30)]
+    assert intervals == [timedelta(seconds=60), timedelta(seconds=30), timedelta(hours=1)]
 
 
 def test_a_run_due_while_another_runs_is_cancelled_not_queued(settings: Settings) -> None:
@@ -52,6 +58,7 @@ def test_the_entry_points_are_module_paths_any_worker_can_import(settings: Setti
     assert [d.entrypoint for d in deployments(settings)] == [
         "workflows.flows.escalation_sweep",
         "workflows.flows.outbox_dispatch",
+        "workflows.flows.timeline_verification",
     ]
     assert all(d.work_pool_name is None for d in deployments(settings))
 

@@ -3,6 +3,7 @@ Prefect server, no waiting. Every name, agency and fact here is synthetic."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,12 +14,27 @@ from sqlalchemy import Table, func, select
 from notifications.channels import InboxChannel
 from sop_engine.clock import ManualClock
 from sop_engine.directory import ServiceDirectory
-from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
+from sop_engine.persistence.models import (
+    InboxMessage,
+    OutboxMessage,
+    Referral,
+    TimelineEntry,
+    TimelineVerification,
+    table,
+)
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
-from workflows import Delivery, escalation_sweep, outbox_dispatch, use_runtime
+from sop_engine.timeline.verifications import STALE_AFTER
+from workflows import (
+    Delivery,
+    escalation_sweep,
+    outbox_dispatch,
+    timeline_verification,
+    use_runtime,
+)
 
 T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
+R, V = table(Referral), table(TimelineVerification)
 
 NewReferral = Callable[[], str]
 
@@ -111,6 +127,32 @@ def test_the_dispatch_works_in_batches_up_to_its_cap(
     assert _count(runtime, INBOX) == 3
 
 
+def test_the_verification_records_every_timeline_due_and_finds_a_broken_one(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    """Never verified: all are due; then none until one changes or a day has passed. The
+    records are what audit pages of long timelines report."""
+    referrals = [new_referral() for _ in range(5)]
+    with use_runtime(runtime):
+        assert timeline_verification.fn(batch_size=2) == {"ok": 5}  # three batches
+        assert timeline_verification.fn() == {}
+        with runtime.db.begin() as conn:
+            conn.execute(
+                T.update().where(T.c.referral_id == referrals[0], T.c.seq == 1).values(kind="x")
+            )
+            conn.execute(R.update().where(R.c.id == referrals[1]).values(head_hash="f" * 64))
+        assert timeline_verification.fn() == {"broken": 1}  # the rewritten head is due
+        clock.advance(STALE_AFTER)  # a day on, every record is due again: the edit shows
+        capped = timeline_verification.fn(batch_size=2, max_batches=2)
+        rest = timeline_verification.fn()
+        assert sum(capped.values()) == 4  # the cap: the next run goes on
+        assert Counter(capped) + Counter(rest) == {"ok": 3, "broken": 2}
+        assert timeline_verification.fn() == {}
+    with runtime.db.connect() as conn:
+        records = dict(conn.execute(select(V.c.referral_id, V.c.ok)).all())
+    assert records == {r: r not in referrals[:2] for r in referrals}
+
+
 def test_outside_use_runtime_the_flows_build_their_runtime_from_the_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +168,7 @@ def test_outside_use_runtime_the_flows_build_their_runtime_from_the_settings(
     try:
         assert escalation_sweep.fn() == {}  # migrates the embedded database on first use
         assert outbox_dispatch.fn() == {}
+        assert timeline_verification.fn() == {}
         built = flow_parts.flow_runtime()
         assert flow_parts.flow_runtime() is built  # once per process
         assert built.db.url.database == str(tmp_path / "data" / "sop_engine.sqlite3")
@@ -149,11 +192,13 @@ def test_the_public_surface() -> None:
         "flow_runtime",
         "outbox_dispatch",
         "serve",
+        "timeline_verification",
         "use_runtime",
         "wait_until_healthy",
     ]
     assert all(hasattr(workflows, name) for name in workflows.__all__)
-    assert (workflows.escalation_sweep.name, workflows.outbox_dispatch.name) == (
-        "escalation-sweep",
-        "outbox-dispatch",
-    )
+    assert (
+        workflows.escalation_sweep.name,
+        workflows.outbox_dispatch.name,
+        workflows.timeline_verification.name,
+    ) == ("escalation-sweep", "outbox-dispatch", "timeline-verification")
