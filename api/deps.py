@@ -114,7 +114,7 @@ def get_current_user(
     except _Refused as exc:
         failures = auth_failures(request, runtime)
         client = client_key(request.client.host if request.client else None)
-        with runtime.db.connect() as conn:
+        with read_transaction(runtime.db) as conn:
             blocked = failures.blocked(conn, client)
         if blocked is not None:
             wait = failures.refuse(blocked)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sop_engine.errors import NotFound
+from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE
 from sop_engine.runtime.disclosed import as_disclosed, disclosed_fields, is_identifying, takes_part
@@ -26,7 +27,7 @@ __all__ = ["read_as_agency"]
 def read_as_agency(services: Services, case_code: str, actor: Actor) -> ReferralView:
     """The referral as the actor's agency may see it (see the module docstring), with the
     events the actor may fire; identifying values are never included, only their names."""
-    with services.db.connect() as conn:
+    with read_transaction(services.db) as conn:
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         agency = actor.agency_id
         if ref is None or agency is None or not takes_part(ref, agency):
