@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from api import errors
+from api.characters import TextOnly
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.oidc import BearerAuth
 from api.routes import (
@@ -58,6 +59,7 @@ def create_app(
     app.state.auth = auth or BearerAuth()
     app.state.directory = directory if directory is not None else ServiceDirectory()
     errors.install(app)
+    app.add_middleware(TextOnly)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.include_router(health.router)
     app.include_router(sops.router)
