@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth_limits import FailedAuthLimit
+from api.characters import TextOnly
 from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
 from api.oidc import BearerAuth
@@ -66,6 +67,7 @@ def create_app(
     app.state.directory = directory if directory is not None else runtime.services.directory
     app.state.auth_limit = auth_limit or FailedAuthLimit()
     errors.install(app)
+    app.add_middleware(TextOnly)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.add_middleware(SecurityHeaders, strict_transport_security=strict_transport_security)
     app.include_router(health.router)

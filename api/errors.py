@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.causes import cause_of
 from sop_engine.errors import (
     ConcurrentChange,
     ConsentMissing,
@@ -116,8 +117,9 @@ def _json(code: int, body: dict[str, Any], headers: dict[str, str] | None = None
 
 
 def _internal(exc: BaseException) -> JSONResponse:
-    # The type only: a message might quote data, and the log must not hold personal data.
-    log.error("unhandled %s while serving a request", type(exc).__name__)
+    # Its cause without values (see api.causes): a message might quote data, and the log
+    # must not hold personal data.
+    log.error("unhandled %s while serving a request: %s", type(exc).__name__, cause_of(exc))
     return _json(500, error_body("internal", "internal error; it has been logged"))
 
 

@@ -12,7 +12,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sop_engine.language.source import MAX_FILE_BYTES
+from sop_engine.language.limits import MAX_FILE_BYTES
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "BodySizeLimit"]
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bench.api_fire import ApiFire, ApiPlan, measure_api_fire
 from bench.common import POSTGRES_URL, Figure, postgres_schema
 from bench.memory import MemoryPlan, measure_memory
+from bench.sop_check import SopCheckPlan, measure_sop_check
 from bench.sweep import Sweep, SweepPlan, measure_sweep
 from bench.throughput import Plan, Throughput, measure_throughput
 from sop_engine.persistence.db import make_engine
@@ -38,12 +39,14 @@ FULL = (
     ApiPlan(),
     MemoryPlan(),
     SweepPlan(),
+    SopCheckPlan(),
 )
 QUICK = (
     Plan(referrals=10, warmup=20, events=60, repetitions=3),
     ApiPlan(clients=8, referrals=2, warmup=16, events=48, repetitions=3),
     MemoryPlan(small=300, large=3_000, warmup=30, events=100),
     SweepPlan(referrals=200, timers=20_000, due=500, fired=2_000, repetitions=3, escalations=100),
+    SopCheckPlan(repetitions=1),
 )
 """Scaled down to check that every figure can be measured (about 30 s), not to judge it."""
 FIRE_GOAL = 0.5
@@ -52,6 +55,8 @@ API_FIRE_GOAL = 0.5
 """The API's fire route should serve half as many events as a bare endpoint, or more."""
 SWEEP_GOAL = 0.5
 """``Runtime.claim_due_timers`` too."""
+SOP_CHECK_GOAL = 2.0
+"""Checking the costliest SOP the language's bounds accept takes at most 2 s of CPU."""
 FLAT = 0.8
 """Memory is flat when the larger database costs at most 1/0.8 = 1.25 times the smaller."""
 _GOALS = {"fire_": FIRE_GOAL, "api_fire_": API_FIRE_GOAL, "sweep_": SWEEP_GOAL}
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         help="server for the *_postgres figures; each uses a fresh schema (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    plan, api_plan, memory_plan, sweep_plan = QUICK if args.quick else FULL
+    plan, api_plan, memory_plan, sweep_plan, sop_plan = QUICK if args.quick else FULL
 
     began = time.perf_counter()
     print(
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         _timed("memory_open_referrals", lambda: _memory(memory_plan)),
         *_timed_many("sweep_sqlite", lambda: _sweep_sqlite(sweep_plan)),
         *_timed_many("sweep_postgres", lambda: _sweep_postgres(sweep_plan, args.postgres_url)),
+        _timed("sop_check_worst", lambda: _sop_check(sop_plan)),
     ]
     _print_goals(figures)
     print(f"# {time.perf_counter() - began:.0f} s in all")
@@ -285,8 +291,29 @@ def _memory(plan: MemoryPlan) -> Figure:
     )
 
 
+def _sop_check(plan: SopCheckPlan) -> Figure:
+    result = measure_sop_check(plan)
+    return Figure(
+        "sop_check_worst",
+        round(result.worst, 3),
+        "s CPU",
+        baseline=round(result.baseline, 3),
+        ratio=round(result.ratio, 3),
+        details={"shapes_s": result.shapes, "values": result.values},
+        notes=[
+            f"  {name}: {seconds:.3f} s, {result.values[name]:,} values"
+            for name, seconds in result.shapes.items()
+        ]
+        + ["  baseline: the largest shipped SOP (a corridor with the baseline it extends)"],
+    )
+
+
 def _print_goals(figures: list[Figure]) -> None:
     for f in figures:
+        if f.name == "sop_check_worst" and f.value is not None:
+            verdict = "met" if f.value <= SOP_CHECK_GOAL else "NOT met"
+            print(f"# goal {f.name}: at most {SOP_CHECK_GOAL} s of CPU: {verdict}")
+            continue
         if f.ratio is None:
             continue
         goal = next((g for prefix, g in _GOALS.items() if f.name.startswith(prefix)), None)

@@ -150,7 +150,7 @@ def check_upload(
         message = f"version {version} is too large to store: at most {MAX_VERSION}"
         raise DefinitionError([Problem(*doc.where(("version",)), message)])
     known = sources.documents()
-    compiled, problems = compile_documents([*ancestors(doc, known), doc], templates)
+    compiled, problems = compile_documents([doc], templates, parents=ancestors(doc, known))
     if problems:
         raise DefinitionError(problems)
     own = ref_of(doc.data)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
@@ -102,6 +103,38 @@ def test_validate_a_file_that_extends_the_library(tmp_path: Path) -> None:
     assert out.splitlines() == [
         f"{draft}:8: [SOP draft.national, state intake] task 'x': unknown role 'nobody'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("key: " + "[" * 400 + "]" * 400 + "\n", 1, "refused: nesting deeper than 32 levels"),
+        (
+            "".join("  " * i + "a:\n" for i in range(400)) + "  " * 400 + "b: 1\n",
+            33,
+            "refused: nesting deeper than 32 levels",
+        ),
+        ("key: a\ntitle: a\x00b\n", 2, "character 0x0000 is not allowed in YAML"),
+    ],
+    ids=["flow", "block", "nul"],
+)
+def test_validate_a_hostile_file_is_a_clear_error_without_a_traceback(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    """Regression: 329 levels of nesting and more were a RecursionError."""
+    hostile = tmp_path / "hostile.sop.yaml"
+    hostile.write_text(text, encoding="utf-8")
+    script = Path(sys.executable).parent / "sop-engine"
+    result = subprocess.run(
+        [str(script), "validate", str(hostile)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [f"{hostile}:{line}: {message}"]
+    assert "Traceback" not in result.stderr
 
 
 def _top_modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:

@@ -6,6 +6,7 @@ Stages, each a pure function with its own tests::
     schema.schema_problems   data -> problems                     (keys, types, forms)
     salvage.salvage          faulty data -> the part still checkable
     inherit.resolve_extends  documents -> merged documents        (extends)
+    limits.size_problems     merged data -> problems              (values, states, transitions)
     build.build_spec         merged data -> SopSpec               (handoffs expanded)
     checks.*                 SopSpec -> problems                  (references, graph, rules)
     machine.build_machine    SopSpec -> transitions.Machine       (one per SOP version)
@@ -34,6 +35,7 @@ from sop_engine.language import acting, checks, references
 from sop_engine.language.build import build_spec
 from sop_engine.language.guards import CompiledGuard
 from sop_engine.language.inherit import ref_of, resolve_extends
+from sop_engine.language.limits import size_problems
 from sop_engine.language.machine import build_machine
 from sop_engine.language.parents import find_parents
 from sop_engine.language.salvage import Salvage
@@ -166,10 +168,18 @@ def _compile_one(
 
 
 def compile_documents(
-    docs: Iterable[SourceDocument], templates: Collection[str] | None = None
+    docs: Iterable[SourceDocument],
+    templates: Collection[str] | None = None,
+    *,
+    parents: Iterable[SourceDocument] = (),
 ) -> tuple[list[CompiledSop], list[Problem]]:
-    """Compile parsed documents together (so that ``extends`` can find its parents)."""
-    return _compile(docs, templates, ())
+    """Compile parsed documents together (so that ``extends`` can find its parents).
+
+    ``parents`` are SOPs that compiled already (the library's, the published ones): the
+    documents may extend them, but they are neither checked nor compiled again, so that the
+    cost of checking an upload does not grow with the length of its chain of ``extends``.
+    Whatever they pass on is checked in the documents that inherit it."""
+    return _compile(docs, templates, (), parents)
 
 
 def _check_schema(
@@ -225,14 +235,19 @@ def _without_broken_descent(
 
 
 def _compile(
-    docs: Iterable[SourceDocument], templates: Collection[str] | None, elsewhere: Collection[str]
+    docs: Iterable[SourceDocument],
+    templates: Collection[str] | None,
+    elsewhere: Collection[str],
+    parents: Iterable[SourceDocument] = (),
 ) -> tuple[list[CompiledSop], list[Problem]]:
     """:func:`compile_documents`; ``elsewhere``: refs known outside ``docs``, for hints."""
     problems: list[Problem] = []
     broken: set[str] = set()
     valid = _check_schema(docs, problems, broken)
     usable, checked = _without_broken_descent(valid, problems, broken)
-    merged, found = resolve_extends(usable, elsewhere)
+    given = list(parents)
+    compiled_before = {ref_of(p.data) for p in given} - {ref_of(d.data) for d, _ in valid}
+    merged, found = resolve_extends([*usable, *given], elsewhere)
     problems.extend(found)
 
     def depth(doc: SourceDocument) -> int:
@@ -242,6 +257,8 @@ def _compile(
     failed: set[str] = set()
     for doc in sorted(merged, key=depth):
         ref = ref_of(doc.data) or ""
+        if ref in compiled_before:
+            continue
         parent = doc.data.get("extends")
         if parent in failed:
             problems.append(
@@ -251,6 +268,11 @@ def _compile(
                     sop=doc.data.get("key"),
                 )
             )
+            failed.add(ref)
+            continue
+        oversized = size_problems(doc)
+        if oversized:
+            problems.extend(oversized)
             failed.add(ref)
             continue
         # A salvaged document never compiles: _compile_one gives its problems.

@@ -20,13 +20,13 @@ misspelt fact is a definition error with a "did you mean", never a surprise at r
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sop_engine.language import celext
+from sop_engine.language.schema import did_you_mean
 
 _CEL = celext.load()
 
@@ -137,10 +137,8 @@ def compile_guard(
     known = set(facts) | BUILTIN_VARIABLES | bound
     for name in program.variables():
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known - bound), n=1, cutoff=0.6)
             raise GuardCompileError(
-                f"guard uses unknown fact {name!r}",
-                f"did you mean {close[0]!r}?" if close else None,
+                f"guard uses unknown fact {name!r}", did_you_mean(name, known - bound)
             )
     for fn in program.functions():
         if fn not in ALLOWED_FUNCTIONS:
@@ -148,9 +146,8 @@ def compile_guard(
     scopes = set(_CONSENT_REF.findall(source)) | set(_CONSENT_INDEX.findall(source))
     for scope in sorted(scopes):
         if scope not in consent_scopes:
-            close = difflib.get_close_matches(scope, sorted(consent_scopes), n=1, cutoff=0.6)
             raise GuardCompileError(
                 f"guard refers to unknown consent scope {scope!r}",
-                f"did you mean {close[0]!r}?" if close else None,
+                did_you_mean(scope, consent_scopes),
             )
     return CompiledGuard(source, program, frozenset(program.variables()), frozenset(scopes))

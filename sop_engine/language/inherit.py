@@ -16,8 +16,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from sop_engine.errors import Problem
+from sop_engine.language.limits import MAX_EXTENDS
 from sop_engine.language.schema import did_you_mean
-from sop_engine.language.source import DataPath, Location, SourceDocument
+from sop_engine.language.source import DataPath, Location, PathIndex, SourceDocument
 
 __all__ = ["OWN_KEYS", "ref_of", "resolve_extends"]
 
@@ -39,42 +40,59 @@ def ref_of(data: Any) -> str | None:
     return None
 
 
-def _merge(
-    parent: Any,
-    child: Any,
-    path: DataPath,
-    locations: dict[DataPath, Location],
-    child_locations: Mapping[DataPath, Location],
-) -> Any:
-    if isinstance(parent, dict) and isinstance(child, dict) and path not in WHOLE:
-        merged = dict(parent)
-        for key, value in child.items():
-            if not path and key in OWN_KEYS:
-                continue
-            sub = (*path, key)
-            if key in parent:
-                merged[key] = _merge(parent[key], value, sub, locations, child_locations)
-            else:
-                merged[key] = value
-                _take(sub, locations, child_locations)
-        if path in child_locations:
-            locations.setdefault(path, child_locations[path])
-        return merged
-    # Replacement: forget where the parent's value came from, take the child's positions.
-    n = len(path)
-    for stale in [p for p in locations if p[:n] == path]:
-        del locations[stale]
-    _take(path, locations, child_locations)
-    return child
+class _Merge:
+    """One child merged over its parent: the merged locations, and the two location maps as
+    trees (:class:`PathIndex`), so that moving a subtree's locations costs its own size."""
+
+    def __init__(
+        self, locations: dict[DataPath, Location], child_locations: Mapping[DataPath, Location]
+    ) -> None:
+        self.locations = locations
+        self.child_locations = child_locations
+        self._parent_paths = PathIndex(locations)
+        self._child_paths = PathIndex(child_locations)
+
+    def merge(self, parent: Any, child: Any, path: DataPath) -> Any:
+        if isinstance(parent, dict) and isinstance(child, dict) and path not in WHOLE:
+            merged = dict(parent)
+            for key, value in child.items():
+                if not path and key in OWN_KEYS:
+                    continue
+                sub = (*path, key)
+                if key in parent:
+                    merged[key] = self.merge(parent[key], value, sub)
+                else:
+                    merged[key] = value
+                    self.take(sub)
+            if path in self.child_locations:
+                self.locations.setdefault(path, self.child_locations[path])
+            return merged
+        # Replacement: forget where the parent's value came from, take the child's positions.
+        # (Nothing of the child's is under ``path`` yet: each path is merged once.)
+        for stale in self._parent_paths.under(path):
+            self.locations.pop(stale, None)
+        self.take(path)
+        return child
+
+    def take(self, prefix: DataPath) -> None:
+        """The child's locations of ``prefix`` and everything under it."""
+        for p in self._child_paths.under(prefix):
+            found = self.child_locations.get(p)
+            if found is not None:
+                self.locations[p] = found
 
 
-def _take(
-    prefix: DataPath, locations: dict[DataPath, Location], source: Mapping[DataPath, Location]
-) -> None:
-    n = len(prefix)
-    for p, loc in source.items():
-        if p[:n] == prefix:
-            locations[p] = loc
+def _chain(ref: str, by_ref: Mapping[str, SourceDocument]) -> list[str]:
+    """The SOPs above ``ref``, nearest first, as far as they are known: at most one more
+    than :data:`MAX_EXTENDS`, and each once (a cycle is reported on its own)."""
+    chain: list[str] = []
+    parent = by_ref[ref].data.get("extends")
+    while isinstance(parent, str) and parent in by_ref and parent not in (ref, *chain):
+        chain.append(parent)
+        if len(chain) > MAX_EXTENDS:
+            break
+        parent = by_ref[parent].data.get("extends")
+    return chain
 
 
 def resolve_extends(
@@ -119,6 +137,18 @@ def resolve_extends(
             problems.append(Problem(*doc.where(("extends",)), f"extends cycle: {cycle}", sop=key))
             resolved[ref] = None
             return None
+        chain = _chain(ref, by_ref)
+        if len(chain) > MAX_EXTENDS:
+            problems.append(
+                Problem(
+                    *doc.where(("extends",)),
+                    f"extends a chain of more than {MAX_EXTENDS} SOPs "
+                    f"({' -> '.join(chain[:MAX_EXTENDS])} -> ...)",
+                    sop=key,
+                )
+            )
+            resolved[ref] = None
+            return None
         if parent_ref not in by_ref:
             problems.append(
                 Problem(
@@ -135,11 +165,12 @@ def resolve_extends(
             resolved[ref] = None
             return None
         locations = {p: loc for p, loc in parent.locations.items() if not p or p[0] not in OWN_KEYS}
-        data = _merge(copy.deepcopy(parent.data), doc.data, (), locations, doc.locations)
+        merging = _Merge(locations, doc.locations)
+        data = merging.merge(copy.deepcopy(parent.data), doc.data, ())
         for own in OWN_KEYS:
             if own in doc.data:
                 data[own] = doc.data[own]
-                _take((own,), locations, doc.locations)
+                merging.take((own,))
             else:
                 data.pop(own, None)
         locations[()] = doc.where(())

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 from sop_engine.errors import DefinitionError, NotFound, Problem
 from sop_engine.language.compiler import CompiledSop, SopLibrary, compile_documents, discover
 from sop_engine.language.inherit import ref_of
+from sop_engine.language.limits import MAX_EXTENDS
 from sop_engine.language.source import SourceDocument, load_source, parse_source
 from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import SopSource, table
@@ -60,11 +61,15 @@ def sha256_text(text: str) -> str:
 
 
 def ancestors(doc: SourceDocument, known: Mapping[str, SourceDocument]) -> list[SourceDocument]:
-    """The documents of ``known`` that ``doc`` extends, nearest first (not ``doc`` itself)."""
+    """The documents of ``known`` that ``doc`` extends, nearest first (not ``doc`` itself);
+    at most one more than :data:`~sop_engine.language.limits.MAX_EXTENDS`, which is enough for
+    the compiler to refuse the chain."""
     own = ref_of(doc.data)
     found: list[SourceDocument] = []
     parent = doc.data.get("extends") if isinstance(doc.data, dict) else None
     while isinstance(parent, str) and parent != own and parent in known:
+        if len(found) > MAX_EXTENDS:
+            break
         nearest = known[parent]
         if nearest in found:
             break

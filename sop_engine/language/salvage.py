@@ -56,7 +56,7 @@ from jsonschema.exceptions import ValidationError
 
 from sop_engine.errors import Problem
 from sop_engine.language.schema import validator
-from sop_engine.language.source import DataPath, Location, SourceDocument
+from sop_engine.language.source import DataPath, Location, PathIndex, SourceDocument
 from sop_engine.language.spec import SopSpec
 
 __all__ = ["MAX_ROUNDS", "Salvage", "salvage"]
@@ -88,6 +88,7 @@ IDENTITY = frozenset({"key", "version", "extends"})
 
 _UNKNOWN = re.compile(r"\bunknown ([a-z][a-z ]*?) '([^']*)'")
 _QUOTED = re.compile(r"'([^']*)'")
+_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,14 @@ class Salvage:
             return False
         if any(self._named(name) for name in _QUOTED.findall(message)):
             return False
-        return not any(re.search(rf"\b{re.escape(f)}\b", message) for f in self.facts)
+        # Fact names are words (``^[a-z][a-z0-9_]*$``): one look-up per word of the message;
+        # only a malformed name (pruned for its form) needs a search of its own.
+        words = _WORD.findall(message)
+        if not self.facts.isdisjoint(words):
+            return False
+        return not any(
+            re.search(rf"\b{re.escape(f)}\b", message) for f in self.facts if not _WORD.fullmatch(f)
+        )
 
     def _named(self, name: str) -> bool:
         # A handoff's generated stages and events are NAME.sent, NAME.accept...
@@ -159,6 +167,7 @@ class _Pruning:
     data: dict[str, object]
     locations: dict[DataPath, Location]
     root: Location
+    paths: PathIndex
     pruned: list[DataPath] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
     facts: set[str] = field(default_factory=set)
@@ -182,9 +191,8 @@ class _Pruning:
             self._note(path)
         del node[path[-1]]
         self.pruned.append(path)
-        n = len(path)
-        for stale in [p for p in self.locations if p[:n] == path]:
-            del self.locations[stale]
+        for stale in self.paths.under(path):
+            self.locations.pop(stale, None)
         return True
 
     def _note(self, path: DataPath) -> None:
@@ -295,20 +303,21 @@ def salvage(doc: SourceDocument, *, partial: bool) -> Salvage | None:
         data=copy.deepcopy(doc.data),
         locations=dict(doc.locations),
         root=doc.where(()),
+        paths=PathIndex(doc.locations),
     )
     check = validator(partial)
     for _ in range(MAX_ROUNDS):
         cuts, missing = _cuts(check.iter_errors(state.data))
         if not cuts:
             break
-        done: list[DataPath] = []
+        done: set[DataPath] = set()
         for path, quiet in sorted(cuts, key=lambda c: (len(c[0]), not c[1])):
             if not path or path[0] in IDENTITY:
                 return None
-            if any(path[: len(d)] == d for d in done):
+            if any(path[:end] in done for end in range(1, len(path) + 1)):
                 continue
             if state.cut(path, quiet):
-                done.append(path)
+                done.add(path)
         if not done:
             return None
     else:

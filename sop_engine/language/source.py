@@ -6,8 +6,11 @@ PyYAML composes the node graph; we construct values ourselves so that:
   dates stay strings, only ``true``/``false`` are booleans);
 * duplicate keys, non-string keys and explicit tags (``!!python/object`` and every other
   tag beyond the standard str/seq/map) are refused;
-* a file over :data:`MAX_FILE_BYTES` is refused before it is parsed, and alias expansion
-  (the "billion laughs") or deep nesting stops at fixed budgets.
+* a file over :data:`MAX_FILE_BYTES` is refused before it is parsed; nesting stops at
+  :data:`MAX_DEPTH` while the YAML is composed (before PyYAML's composer, which recurses,
+  could reach Python's recursion limit), and alias expansion (the "billion laughs"), values
+  and the entries of one mapping or list stop at the budgets of
+  :mod:`~sop_engine.language.limits`.
 
 The result, a :class:`SourceDocument`, holds the data and a map from each value's path to
 the line it was written on; later stages use :meth:`SourceDocument.line` to say where a
@@ -17,7 +20,7 @@ fault is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -32,25 +35,22 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from sop_engine.errors import DefinitionError, Problem
+from sop_engine.language.limits import (
+    MAX_ALIASES,
+    MAX_DEPTH,
+    MAX_ENTRIES,
+    MAX_FILE_BYTES,
+    MAX_VALUES,
+)
 
 __all__ = [
-    "MAX_ALIASES",
-    "MAX_DEPTH",
-    "MAX_FILE_BYTES",
-    "MAX_NODES",
     "DataPath",
     "Location",
+    "PathIndex",
     "SourceDocument",
     "load_source",
     "parse_source",
 ]
-
-MAX_FILE_BYTES = 1024 * 1024
-"""An SOP is a few hundred lines; a megabyte is already far beyond any real one."""
-MAX_NODES = 200_000
-"""Values constructed, aliases expanded; stops alias bombs long before memory suffers."""
-MAX_ALIASES = 200
-MAX_DEPTH = 64
 
 DataPath = tuple[str | int, ...]
 """A path into the data: mapping keys and sequence indices."""
@@ -121,6 +121,26 @@ class _TooLarge(Exception):
 
 Location = tuple[str, int]
 """A file and a 1-based line."""
+
+
+class PathIndex:
+    """The paths of a location map as a tree, so that the paths under a prefix are found in
+    time proportional to their number, not to the size of the whole document."""
+
+    def __init__(self, paths: Iterable[DataPath]) -> None:
+        self._children: dict[DataPath, set[DataPath]] = {}
+        for path in paths:
+            for end in range(len(path)):
+                self._children.setdefault(path[:end], set()).add(path[: end + 1])
+
+    def under(self, prefix: DataPath) -> Iterator[DataPath]:
+        """``prefix`` and every path below it that the index holds (and maybe some that
+        were removed from the map since: callers look each one up)."""
+        stack = [prefix]
+        while stack:
+            path = stack.pop()
+            yield path
+            stack.extend(self._children.get(path, ()))
 
 
 @dataclass
@@ -199,13 +219,17 @@ class _Constructor:
 
     def build(self, node: Node, path: DataPath, depth: int, line: int | None = None) -> Any:
         self.nodes += 1
-        if self.nodes > MAX_NODES:
+        if self.nodes > MAX_VALUES:
             raise _TooLarge(
-                f"document expands to more than {MAX_NODES} values (alias bomb?)",
+                f"document expands to more than {MAX_VALUES} values (alias bomb?)",
                 node.start_mark.line + 1,
             )
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH:  # an alias of its own ancestor (&a [*a]) is composed shallow
             raise _TooLarge(f"nesting deeper than {MAX_DEPTH} levels", node.start_mark.line + 1)
+        if isinstance(node, SequenceNode | MappingNode) and len(node.value) > MAX_ENTRIES:
+            what = "keys in one mapping" if isinstance(node, MappingNode) else "items in one list"
+            where = line if line is not None else node.start_mark.line + 1
+            raise _TooLarge(f"more than {MAX_ENTRIES} {what} ({len(node.value)})", where)
         self.locations[path] = (self.file, line if line is not None else node.start_mark.line + 1)
         if node.tag not in (_STR, _SEQ, _MAP):
             self._problem(node, f"YAML tag {node.tag!r} is not allowed in an SOP")
@@ -238,6 +262,46 @@ class _Constructor:
         return result
 
 
+class _Budget:
+    """Counts while PyYAML composes, and stops it at the first bound passed.
+
+    Aliases: PyYAML shares aliased nodes, so composing is cheap, but an honest SOP never
+    needs hundreds of them. Depth: the composer recurses a few frames per level, and would
+    reach Python's recursion limit (a RecursionError) about 330 levels down. Nodes: a key and
+    a value are two, so more than twice the values allowed cannot make a document within
+    them, and composing a megabyte of tiny nodes would take seconds.
+    """
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.original = loader.compose_node
+        self.aliases = 0
+        self.depth = -1
+        self.nodes = 0
+
+    def watch(self) -> None:
+        self.loader.compose_node = self.compose  # type: ignore[method-assign]
+
+    def _line(self) -> int:
+        return int(self.loader.peek_event().start_mark.line) + 1  # type: ignore[no-untyped-call]
+
+    def compose(self, parent: Node | None, index: Any) -> Node | None:
+        self.nodes += 1
+        if self.nodes > 2 * MAX_VALUES + 1:
+            raise _TooLarge(f"document holds more than {MAX_VALUES} values", self._line())
+        if self.loader.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooLarge(f"more than {MAX_ALIASES} aliases", self._line())
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _TooLarge(f"nesting deeper than {MAX_DEPTH} levels", self._line())
+            return self.original(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_source(text: str, file: str = "<string>") -> SourceDocument:
     """Parse YAML text into a :class:`SourceDocument`, or raise :class:`DefinitionError`."""
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
@@ -251,22 +315,8 @@ def parse_source(text: str, file: str = "<string>") -> SourceDocument:
         raise DefinitionError(
             [Problem(file, line, f"character {exc.character:#06x} is not allowed in YAML")]
         ) from None
-    aliases = 0
     try:
-        # Count alias events while composing: PyYAML shares aliased nodes, so composing is
-        # cheap, but an honest SOP never needs hundreds of aliases.
-        original = loader.compose_node
-
-        def counting_compose(parent: Node | None, index: Any) -> Node | None:
-            nonlocal aliases
-            if loader.check_event(yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    mark = loader.peek_event().start_mark  # type: ignore[no-untyped-call]
-                    raise _TooLarge(f"more than {MAX_ALIASES} aliases", mark.line + 1)
-            return original(parent, index)
-
-        loader.compose_node = counting_compose  # type: ignore[method-assign]
+        _Budget(loader).watch()
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -286,8 +336,6 @@ def parse_source(text: str, file: str = "<string>") -> SourceDocument:
         data = constructor.build(root, (), 0)
     except _TooLarge as exc:
         raise DefinitionError([Problem(file, exc.line, f"refused: {exc}")]) from None
-    except RecursionError:
-        raise DefinitionError([Problem(file, 1, "refused: recursive aliases")]) from None
     if constructor.problems:
         raise DefinitionError(constructor.problems)
     return SourceDocument(file=file, data=data, locations=constructor.locations)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from sop_engine.language.source import MAX_FILE_BYTES
+from sop_engine.language.limits import MAX_FILE_BYTES
 from sop_engine.persistence.models import Referral, table
 from sop_engine.runtime.engine import Runtime
 

@@ -1,18 +1,24 @@
 """schemathesis against the API's own OpenAPI: no server error, and no answer the OpenAPI does
 not document (status code, content type, body, headers), whoever calls.
 
-The cases run against one app over a Runtime on a fresh SQLite database, shared by the whole
-module as a running server's database is shared by its clients; the caseworker of ``TH-NGO-A``
-has created a referral holding the synthetic survivor name. Three passes over every operation:
+The cases run against one app over a Runtime, shared by the whole module as a running
+server's database is shared by its clients; the caseworker of ``TH-NGO-A`` has created a
+referral holding the synthetic survivor name. Four passes over every operation:
 
 - as a role the permission table admits, so that the cases reach the handlers; a third of
   the cases aim at things that exist (the referral, one of its SOP's events, an SOP of the
-  library), another third put integers beyond 64 bits in the path;
-- without a token: 401 only (``/health`` is public);
-- as a role the table refuses: 403 only.
+  library), another third put integers beyond 64 bits in the path; on SQLite and on
+  PostgreSQL (which refuses NUL in text, and whose errors differ);
+- hostile, as a permitted role, on both databases: NUL and other characters that are not
+  text in path and query parameters, headers, JSON strings and keys, JSON nested too deep,
+  SOP YAML with a NUL or nested hundreds of levels (:mod:`tests.api.hostile`); each must be
+  a 4xx that names the field (an SOP's problems for its YAML);
+- without a token: 401 only (``/health`` is public), on SQLite;
+- as a role the table refuses: 403 only, on SQLite.
 
-No body, in any pass, carries a traceback or the survivor's name. Generation is bounded and
-derandomized, so CI runs the same cases every time.
+A request holding what is not text is refused (422, naming the field) before the door, as a
+body that is not JSON is. No body, in any pass, carries a traceback or the survivor's name.
+Generation is bounded and derandomized, so CI runs the same cases every time.
 
 The schema is built at collection (``schemathesis.pytest.from_fixture`` reads
 ``Function._nodeid``, which pytest 9.2 no longer has), from an app that only documents; a
@@ -22,6 +28,7 @@ test checks that it is the OpenAPI the app under test serves.
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +42,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import Response
 from schemathesis.checks import CheckFunction
+from sqlalchemy import Engine
 
 from api.app import create_app
 from api.permissions import PERMISSIONS, PUBLIC
@@ -48,6 +56,8 @@ from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
 
 from .conftest import SOPS, SURVIVOR, referral_body
+from .hostile import faults
+from .hostile import install as install_hostile
 
 if TYPE_CHECKING:
     # The generated requests' type: schemathesis names it for type checkers only.
@@ -88,7 +98,17 @@ OPENAPI: dict[str, Any] = create_app(
 ).openapi()
 """The OpenAPI as the app documents itself; documenting reads no runtime (checked below)."""
 
+HOSTILE = schemathesis.Config.from_dict(
+    {
+        "generation": {**_GENERATION, "max-examples": 8},
+        "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
+    }
+)
+"""Hostile callers (a permitted role): 8 cases per operation, most of them hostile."""
+
 permitted = schemathesis.openapi.from_dict(OPENAPI, config=FUZZ)
+hostile = schemathesis.openapi.from_dict(OPENAPI, config=HOSTILE)
+install_hostile(hostile)
 refused = schemathesis.openapi.from_dict(OPENAPI, config=GATE)
 
 SHARED_WORLD = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -119,10 +139,7 @@ class World:
     """Key and version of each SOP in the library."""
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, library: SopLibrary) -> Iterator[World]:
-    folder: Path = tmp_path_factory.mktemp("fuzz")
-    engine = make_engine(f"sqlite:///{folder / 'sop_engine.sqlite3'}")
+def _world(engine: Engine, library: SopLibrary) -> World:
     upgrade(engine)
     runtime = Runtime(
         engine, library, MasterKeyring(MasterKey.generate("test")), directory=agency_directory()
@@ -138,8 +155,43 @@ def world(tmp_path_factory: pytest.TempPathFactory, library: SopLibrary) -> Iter
     assert created.status_code == 201, created.text
     events = sorted(library.get("example.corridor", 1).spec.events)
     sops = sorted((s.key, s.version) for s in library)
-    yield World(app, tokens, created.json()["case_code"], events, sops)
+    return World(app, tokens, created.json()["case_code"], events, sops)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, library: SopLibrary) -> Iterator[World]:
+    """The world on SQLite: for the passes whose answers do not depend on the database."""
+    folder: Path = tmp_path_factory.mktemp("fuzz")
+    engine = make_engine(f"sqlite:///{folder / 'sop_engine.sqlite3'}")
+    yield _world(engine, library)
     engine.dispose()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ],
+)
+def any_world(request: pytest.FixtureRequest, library: SopLibrary) -> Iterator[World]:
+    """The world on SQLite, then on a PostgreSQL database of its own (which refuses NUL in
+    text, and whose errors differ): for the passes that reach the handlers."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("world")
+        return
+    admin: Engine = request.getfixturevalue("postgres_server")
+    template: str = request.getfixturevalue("postgres_template")
+    name = f"sop_fuzz_{uuid.uuid4().hex[:12]}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    engine = make_engine(admin.url.set(database=name).render_as_string(False))
+    try:
+        yield _world(engine, library)
+    finally:
+        engine.dispose()
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _pick(value: object, choices: Sequence[T]) -> T:
@@ -195,25 +247,58 @@ def _send(case: OpenApiCase, world: World, role: str | None) -> Response:
     return response
 
 
+def _permitted_role(case: OpenApiCase) -> str | None:
+    route = _route(case)
+    if route in PUBLIC:
+        return None
+    roles = sorted(PERMISSIONS.get(route, frozenset()))
+    assert roles, f"{route} is missing from api/permissions.py"
+    return _pick(case.path_parameters or case.query or case.body, roles)
+
+
 @permitted.parametrize()
 @SHARED_WORLD
 def test_a_permitted_role_gets_no_server_error_and_only_documented_answers(
-    case: OpenApiCase, world: World
+    case: OpenApiCase, any_world: World
 ) -> None:
-    route = _route(case)
-    role = None
-    if route not in PUBLIC:
-        roles = sorted(PERMISSIONS.get(route, frozenset()))
-        assert roles, f"{route} is missing from api/permissions.py"
-        role = _pick(case.path_parameters or case.query or case.body, roles)
-    _send(case, world, role)
+    _send(case, any_world, _permitted_role(case))
 
 
-def _refused_with(response: Response, status: int) -> None:
+@hostile.parametrize()
+@SHARED_WORLD
+def test_hostile_text_and_nesting_get_a_clear_4xx_naming_the_field(
+    case: OpenApiCase, any_world: World
+) -> None:
+    """NUL and other characters that are not text anywhere, JSON and YAML nested deep
+    (:mod:`tests.api.hostile`): refused with the field they are in, never a 500."""
+    response = _send(case, any_world, _permitted_role(case))
+    found = faults(case, response.request)
+    if not found or _other_method(case):
+        return
+    body = response.json()
+    if found == ["body"] and "yaml" in response.request.headers["content-type"]:  # an SOP
+        if response.status_code == 200:
+            assert body["valid"] is False, response.text
+            assert body["problems"], response.text
+        else:  # the SOP's problems, or another field refused first (a header)
+            assert response.status_code == 422, response.text
+            assert body["error"] == "definition_error" or body["field"] != "body", response.text
+        return
+    assert response.status_code == 422, response.text
+    assert body["error"] == "invalid_input", response.text
+    assert body["field"] in found, (found, response.text)
+
+
+def _refused_with(case: OpenApiCase, response: Response, status: int) -> None:
     """``status``, or 422 for a body that is not JSON: FastAPI reads a JSON body before any
-    dependency runs, the token check included (the answer names nothing but ``body``)."""
+    dependency runs, the token check included (the answer names nothing but ``body``); or
+    422 naming a field that holds what is not text, which is refused before anything else
+    (:mod:`api.characters`)."""
     if response.status_code == 422 and not _is_json(response.request.body):
         assert response.json()["field"] == "body", response.text
+        return
+    if response.status_code == 422 and faults(case, response.request):
+        assert response.json()["field"] in faults(case, response.request), response.text
         return
     assert response.status_code == status, response.text
 
@@ -236,7 +321,7 @@ def _is_json(body: object) -> bool:
 def test_without_a_token_the_answer_is_401(case: OpenApiCase, world: World) -> None:
     response = _send(case, world, None)
     if _route(case) not in PUBLIC and not _other_method(case):
-        _refused_with(response, 401)
+        _refused_with(case, response, 401)
 
 
 @refused.parametrize()
@@ -248,7 +333,7 @@ def test_a_refused_role_gets_403(case: OpenApiCase, world: World) -> None:
         return
     response = _send(case, world, _pick(case.path_parameters or case.body, others))
     if not _other_method(case):
-        _refused_with(response, 403)
+        _refused_with(case, response, 403)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ NAMES = [
     "escalate_sqlite",
     "sweep_postgres",
     "escalate_postgres",
+    "sop_check_worst",
 ]
 MAY_BE_SKIPPED = {"fire_postgres", "api_fire_postgres", "sweep_postgres", "escalate_postgres"}
 INFORMATIONAL = {"escalate_sqlite", "escalate_postgres"}

@@ -6,10 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from sop_engine.language.build import KEYS
-from sop_engine.language.schema import _without_required, schema, schema_problems
+from sop_engine.language.schema import (
+    _without_required,
+    inlined,
+    schema,
+    schema_problems,
+    validator,
+)
 from sop_engine.language.source import parse_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +85,42 @@ def test_text_cut_by_a_comma_in_a_flow_mapping_gets_a_hint() -> None:
     assert problem.line == 5
     assert problem.message == "unknown key 'B or C' in roles.c"
     assert problem.hint == "a comma inside { } starts a new key: put the text in quotes"
+
+
+def _errors(validator: Draft202012Validator, data: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        (tuple(map(str, e.absolute_path)), e.validator, e.message)
+        for e in validator.iter_errors(data)
+    )
+
+
+def test_the_inlined_schema_finds_the_same_faults_as_the_published_one() -> None:
+    """The validator inlines the schema's references (2.5 times faster); on every fixture,
+    shipped SOP and broken variant of them it must find exactly what the schema finds."""
+    fixtures = ROOT / "tests" / "language" / "fixtures"
+    texts = [p.read_text("utf-8") for p in sorted(fixtures.rglob("*.yaml"))]
+    texts += [p.read_text("utf-8") for p in sorted((ROOT / "sop_definitions").rglob("*.sop.yaml"))]
+    documents = []
+    for text in texts:
+        try:
+            documents.append(parse_source(text).data)
+        except ValueError:
+            continue
+    broken = [
+        {**documents[0], "states": {"s": {"deadlines": {"d": {"after": "soon"}}}}},
+        {**documents[0], "transitions": {"t": {"from": 3, "to": [], "roles": "x", "guard": 1}}},
+        {**documents[0], "facts": {"Bad-Name": {"type": "enum"}}, "version": "one"},
+        # A reference beside its own keyword (minItems): both must hold.
+        {**documents[0], "transitions": {"t": {"from": "a", "to": "b", "roles": []}}},
+    ]
+    assert len(documents) > 30
+    for partial in (False, True):
+        published = Draft202012Validator(_without_required(schema()) if partial else schema())
+        for data in [*documents, *broken]:
+            assert _errors(validator(partial), data) == _errors(published, data)
+
+
+def test_a_definition_that_refers_to_itself_cannot_be_inlined() -> None:
+    defs = {"node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}}}
+    with pytest.raises(ValueError, match="'node' refers to itself"):
+        inlined({"$ref": "#/$defs/node"}, defs)

@@ -8,7 +8,8 @@ import pytest
 
 from sop_engine.errors import DefinitionError
 from sop_engine.language import source
-from sop_engine.language.source import MAX_FILE_BYTES, MAX_NODES, load_source, parse_source
+from sop_engine.language.limits import MAX_FILE_BYTES, MAX_VALUES
+from sop_engine.language.source import load_source, parse_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -72,7 +73,7 @@ def test_alias_bomb_is_refused_fast() -> None:
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
     # A billion values if expanded; the count stops at the limit, whatever the clock says.
-    with pytest.raises(DefinitionError, match=f"more than {MAX_NODES} values \\(alias bomb"):
+    with pytest.raises(DefinitionError, match=f"more than {MAX_VALUES} values \\(alias bomb"):
         parse_source("\n".join(lines))
 
 
