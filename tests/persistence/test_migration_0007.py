@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import Engine, inspect, select
 
 from sop_engine.persistence.db import make_engine, read_transaction
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import Referral, TimelineCheckpoint, TimelineEntry, table
+from sop_engine.persistence.models import TimelineCheckpoint, TimelineEntry, table
 from sop_engine.timeline.chain import GENESIS, entry_hash
 from sop_engine.timeline.entries import entry_content
 from sop_engine.timeline.verify import verify_range, verify_referral_timeline
@@ -62,8 +63,10 @@ def _old_timeline(engine: Engine, referral_id: str) -> list[dict[str, Any]]:
         prev = entry["hash"]
         entries.append(entry)
     with engine.begin() as conn:
+        # The table as 0005 made it (the models' table has columns of later revisions).
+        referrals = sa.Table("referrals", sa.MetaData(), autoload_with=conn)
         conn.execute(
-            table(Referral).insert(),
+            referrals.insert(),
             {
                 "id": referral_id,
                 "case_code": f"CODE-{referral_id}",
