@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bench.api_fire import ApiFire, ApiPlan, measure_api_fire
 from bench.common import POSTGRES_URL, Figure, postgres_schema
 from bench.memory import MemoryPlan, measure_memory
+from bench.reads import GOAL_MS, ReadPlan, Reads, measure_reads, summary
 from bench.sop_check import SopCheckPlan, measure_sop_check
 from bench.sweep import Sweep, SweepPlan, measure_sweep
 from bench.throughput import Plan, Throughput, measure_throughput
@@ -40,6 +41,7 @@ FULL = (
     MemoryPlan(),
     SweepPlan(),
     SopCheckPlan(),
+    ReadPlan(),
 )
 QUICK = (
     Plan(referrals=10, warmup=20, events=60, repetitions=3),
@@ -47,6 +49,7 @@ QUICK = (
     MemoryPlan(small=300, large=3_000, warmup=30, events=100),
     SweepPlan(referrals=200, timers=20_000, due=500, fired=2_000, repetitions=3, escalations=100),
     SopCheckPlan(repetitions=1),
+    ReadPlan(referrals=2_000, timeline=1_000, rounds=2),
 )
 """Scaled down to check that every figure can be measured (about 30 s), not to judge it."""
 FIRE_GOAL = 0.5
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         help="server for the *_postgres figures; each uses a fresh schema (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    plan, api_plan, memory_plan, sweep_plan, sop_plan = QUICK if args.quick else FULL
+    plan, api_plan, memory_plan, sweep_plan, sop_plan, read_plan = QUICK if args.quick else FULL
 
     began = time.perf_counter()
     print(
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         *_timed_many("sweep_sqlite", lambda: _sweep_sqlite(sweep_plan)),
         *_timed_many("sweep_postgres", lambda: _sweep_postgres(sweep_plan, args.postgres_url)),
         _timed("sop_check_worst", lambda: _sop_check(sop_plan)),
+        _timed("reads_sqlite", lambda: _reads_sqlite(read_plan)),
+        _timed("reads_postgres", lambda: _reads_postgres(read_plan, args.postgres_url)),
     ]
     _print_goals(figures)
     print(f"# {time.perf_counter() - began:.0f} s in all")
@@ -308,6 +313,57 @@ def _sop_check(plan: SopCheckPlan) -> Figure:
     )
 
 
+def _reads_figure(name: str, plan: ReadPlan, result: Reads) -> Figure:
+    loaded_route, loaded = result.loaded.worst_p99()
+    baseline_route, baseline = result.baseline.worst_p99()
+    errors = [*result.baseline.errors, *result.loaded.errors, *result.loaded.write_errors]
+    return Figure(
+        name,
+        round(loaded, 1),
+        "ms p99",
+        baseline=round(baseline, 1),
+        ratio=round(baseline / loaded, 3),
+        details={
+            "referrals": plan.referrals,
+            "timeline_entries": plan.timeline,
+            "writers": plan.writers,
+            "readers": plan.readers,
+            "read_calls": result.calls,
+            "errors": result.errors,
+            "error_samples": errors[:5],
+            "events_fired_while_reading": result.loaded.fired,
+            "events_per_s_while_reading": round(result.loaded.fired / result.loaded.seconds, 1),
+            "setup_s": round(result.setup_s, 1),
+            "loaded": summary(result.loaded),
+            "baseline": summary(result.baseline),
+        },
+        notes=[
+            f"  slowest route at p99: {loaded_route} with {plan.writers} clients firing "
+            f"({result.loaded.fired / result.loaded.seconds:.0f} events/s), {baseline_route} "
+            f"alone; {plan.referrals:,} referrals, a {plan.timeline:,}-entry timeline, "
+            f"{result.calls} read calls x {plan.rounds} rounds x {plan.readers} readers; "
+            f"{result.errors} error(s)",
+            *(f"  error: {e}" for e in errors[:5]),
+        ],
+    )
+
+
+def _reads_sqlite(plan: ReadPlan) -> Figure:
+    with tempfile.TemporaryDirectory(prefix="sop-engine-bench-") as folder:
+        url = f"sqlite:///{folder}/reads.sqlite3"
+        return _reads_figure("reads_sqlite", plan, measure_reads(url, plan))
+
+
+def _reads_postgres(plan: ReadPlan, url: str) -> Figure:
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with postgres_schema(url) as schema_url:
+            return _reads_figure("reads_postgres", plan, measure_reads(schema_url, plan))
+    except SQLAlchemyError as exc:
+        reason = f"PostgreSQL at {shown}: {_first_line(exc)}"
+        return Figure("reads_postgres", None, "ms p99", skipped=reason)
+
+
 def _print_goals(figures: list[Figure]) -> None:
     for f in figures:
         if f.name == "sop_check_worst" and f.value is not None:
@@ -315,6 +371,11 @@ def _print_goals(figures: list[Figure]) -> None:
             print(f"# goal {f.name}: at most {SOP_CHECK_GOAL} s of CPU: {verdict}")
             continue
         if f.ratio is None:
+            continue
+        if f.name.startswith("reads_"):
+            met = f.value is not None and f.value <= GOAL_MS and not f.details["errors"]
+            verdict = "met" if met else "NOT met"
+            print(f"# goal {f.name}: every read route p99 <= {GOAL_MS:.0f} ms, 0 errors: {verdict}")
             continue
         goal = next((g for prefix, g in _GOALS.items() if f.name.startswith(prefix)), None)
         if goal is not None:

@@ -70,7 +70,16 @@ from sop_engine.persistence.migrate import upgrade
 from sop_engine.persistence.models import TimelineEntry, table
 from sop_engine.runtime.engine import Runtime
 
-__all__ = ["URL_VARIABLE", "ApiFire", "ApiPlan", "bare_app", "measure_api_fire", "serve"]
+__all__ = [
+    "URL_VARIABLE",
+    "ApiFire",
+    "ApiPlan",
+    "Server",
+    "bare_app",
+    "measure_api_fire",
+    "serve",
+    "serve_app",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_VARIABLE = "BENCH_API_FIRE_DATABASE_URL"
@@ -129,9 +138,9 @@ def measure_api_fire(url: str, plan: ApiPlan) -> ApiFire:
         seed_referrals(engine, sop, per_side, first=per_side)
         tokens = [_new_token(engine, i) for i in range(plan.clients)]
         with ExitStack() as stack:
-            servers: list[_Server] = []
+            servers: list[Server] = []
             for side in SIDES:
-                servers.append(_Server(url, side))
+                servers.append(Server(url, side))
                 stack.callback(servers[-1].stop)
             for server in servers:  # called first, so that they shut down side by side
                 stack.callback(server.ask_to_stop)
@@ -204,7 +213,7 @@ def _codes(client: int, referrals: int, first: int) -> list[str]:
 class _Side:
     """One server, its clients, and what they measured."""
 
-    server: _Server
+    server: Server
     clients: list[_Client]
     runs: list[float] = field(default_factory=list)
     fired: int = 0
@@ -292,17 +301,17 @@ class _Client:
         self._conn.close()
 
 
-class _Server:
+class Server:
     """One side served by uvicorn in a process of its own (and a session of its own, so that
-    it can be killed with anything it started)."""
+    it can be killed with anything it started), run as ``python -m MODULE SIDE``."""
 
-    def __init__(self, url: str, side: str) -> None:
+    def __init__(self, url: str, side: str, module: str = "bench.api_fire") -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env[URL_VARIABLE] = url
         self.side = side
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.api_fire", side],
+            [sys.executable, "-m", module, side],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -377,6 +386,12 @@ def serve(side: str, url: str) -> None:
         app = create_app(runtime, sop_paths=[SOP_DIR])
     else:
         app = bare_app(runtime)
+    serve_app(app)
+
+
+def serve_app(app: FastAPI) -> None:
+    """Serve ``app`` on a free loopback port; print the port, then serve until standard
+    input closes."""
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     # Said to be TCP, as the sockets uvicorn binds itself are (through getaddrinfo): asyncio

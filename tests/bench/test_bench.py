@@ -2,8 +2,10 @@
 
 Only that: no timing or memory assertion here. Speed targets are checked by reading the
 benchmark's output (README, "Performance"), never by unit tests, whose machines vary.
-The ``*_postgres`` figures may be skipped when the PostgreSQL server cannot be reached; they
-are then written with null figures and a ``skipped`` reason. The informational
+The read figures (``reads_*``) must also have met no error: a read or a write answered with
+anything but 200 is a bug, however fast. The ``*_postgres`` figures may be skipped when the
+PostgreSQL server cannot be reached; they are then written with null figures and a
+``skipped`` reason. The informational
 ``escalate_*`` figures have a value but no baseline or ratio.
 """
 
@@ -30,8 +32,16 @@ NAMES = [
     "sweep_postgres",
     "escalate_postgres",
     "sop_check_worst",
+    "reads_sqlite",
+    "reads_postgres",
 ]
-MAY_BE_SKIPPED = {"fire_postgres", "api_fire_postgres", "sweep_postgres", "escalate_postgres"}
+MAY_BE_SKIPPED = {
+    "fire_postgres",
+    "api_fire_postgres",
+    "sweep_postgres",
+    "escalate_postgres",
+    "reads_postgres",
+}
 INFORMATIONAL = {"escalate_sqlite", "escalate_postgres"}
 """Measured without a baseline: ``baseline`` and ``ratio`` are null."""
 
@@ -77,3 +87,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
             assert isinstance(value, int | float), (name, key)
             assert math.isfinite(value), (name, key)
             assert value > 0, (name, key)
+        if name.startswith("reads_"):  # not a timing: every read answered 200, every write too
+            details = figure["details"]
+            assert details["errors"] == 0, details["error_samples"]
+            assert len(details["loaded"]) == len(details["baseline"]) == details["read_calls"]
+            assert details["events_fired_while_reading"] > 0
