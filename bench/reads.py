@@ -442,8 +442,8 @@ def serve(url: str) -> None:
     library = load_served(engine, [SOPS, SOP_DIR], templates)
     max_age = timedelta(seconds=get_settings().compliance_max_age_seconds)
     keyring = MasterKeyring(MasterKey.generate("bench"))
-    runtime = Runtime(engine, library, keyring, compliance_max_age=max_age)
     directory = load_directory(SOPS / "directory", today=datetime.now(UTC).date())
+    runtime = Runtime(engine, library, keyring, compliance_max_age=max_age, directory=directory)
     app = create_app(runtime, sop_paths=[SOPS, SOP_DIR], templates=templates, directory=directory)
     serve_app(app)
 
