@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sop_engine.language.acting import slot_names
 from sop_engine.language.spec import MANAGING_AGENCY, SopSpec, TransitionSpec
 from sop_engine.runtime.actors import SYSTEM, Actor
 
@@ -22,10 +23,6 @@ def acting_agencies(t: TransitionSpec, owner: str, agencies: Mapping[str, Any]) 
     """The agencies that may fire ``t`` on this referral: those filling its slots now."""
     found = {owner if slot == MANAGING_AGENCY else agencies.get(slot) for slot in t.agencies}
     return {a for a in found if isinstance(a, str)}
-
-
-def _slots(t: TransitionSpec) -> str:
-    return ", ".join("the managing agency" if s == MANAGING_AGENCY else repr(s) for s in t.agencies)
 
 
 def refusal(
@@ -58,7 +55,7 @@ def refusal(
         actor.agency_id != owner and actor.agency_id not in agencies.values()
     ):
         return "your agency does not take part in this referral"
-    return f"{t.event!r} is for {_slots(t)} of this referral, not your agency"
+    return f"{t.event!r} is for {slot_names(t.agencies)} of this referral, not your agency"
 
 
 def may_fire(
