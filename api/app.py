@@ -41,6 +41,7 @@ def create_app(
     directory: ServiceDirectory | None = None,
     auth_limit: FailedAuthLimit | None = None,
     strict_transport_security: bool = False,
+    single_coordinator: bool = False,
 ) -> FastAPI:
     """The API over ``runtime``.
 
@@ -53,7 +54,8 @@ def create_app(
     through the API lie over it (none given: the runtime's, whose agencies alone may receive
     a referral). ``auth_limit`` bounds the failed authentications per client (see
     :mod:`api.auth_limits`). Every answer carries the security headers of
-    :mod:`api.headers`, with ``Strict-Transport-Security`` when asked.
+    :mod:`api.headers`, with ``Strict-Transport-Security`` when asked. ``single_coordinator``
+    lets an SOP's uploader approve it alone (a demo; see :mod:`sop_engine.publishing`).
     """
     app = FastAPI(
         title="sop-engine",
@@ -66,6 +68,7 @@ def create_app(
     app.state.auth = auth or BearerAuth()
     app.state.directory = directory if directory is not None else runtime.services.directory
     app.state.auth_limit = auth_limit or FailedAuthLimit()
+    app.state.single_coordinator = single_coordinator
     errors.install(app)
     app.add_middleware(TextOnly)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)

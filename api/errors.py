@@ -15,6 +15,7 @@ InvalidInput               422     ``field`` names the field at fault
 IdempotencyKeyReused       422     field ``Idempotency-Key``
 RoleNotAllowed             403     the SOP does not let this role or agency fire it
 ConsentMissing             403     a disclosure lacks consent
+ApprovalByRequester        403     ``approval_by_requester``: a second person must approve
 TransitionNotAllowed       409     the referral's current state does not allow it
 GuardFailed, MissingFacts  409     (conflicts with the referral's state, not bad syntax)
 ConcurrentChange           409     ``current_version``: read again, then retry
@@ -37,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.causes import cause_of
 from sop_engine.errors import (
+    ApprovalByRequester,
     ConcurrentChange,
     ConsentMissing,
     DefinitionError,
@@ -94,6 +96,8 @@ def domain_response(exc: SopEngineError) -> JSONResponse:
         return _json(403, error_body("role_not_allowed", message))
     if isinstance(exc, ConsentMissing):
         return _json(403, error_body("consent_missing", message))
+    if isinstance(exc, ApprovalByRequester):
+        return _json(403, error_body("approval_by_requester", message))
     if isinstance(exc, MissingFacts):
         body = error_body(
             "missing_facts", message, missing=list(exc.missing), available=list(exc.available)

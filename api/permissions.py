@@ -40,11 +40,13 @@ PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/sops/{key}/{version}"): _SOP_READERS,
     ("GET", "/sops/{key}/{version}/diagram"): _SOP_READERS,
     ("POST", "/sops/validate"): frozenset({COORDINATOR}),
-    # Publishing: coordinators upload and publish; auditors may read drafts and sources.
+    # Publishing: coordinators upload and review (four eyes); auditors may read pending
+    # uploads, sources and reviews.
     ("POST", "/sops"): frozenset({COORDINATOR}),
-    ("GET", "/sops/drafts"): _SOP_READERS,
+    ("GET", "/sops/pending"): _SOP_READERS,
     ("GET", "/sops/{key}/{version}/source"): _SOP_READERS,
-    ("POST", "/sops/{key}/{version}/publish"): frozenset({COORDINATOR}),
+    ("POST", "/sops/{key}/{version}/approve"): frozenset({COORDINATOR}),
+    ("POST", "/sops/{key}/{version}/refuse"): frozenset({COORDINATOR}),
     ("GET", "/directory/agencies"): _DIRECTORY_READERS,
     ("GET", "/directory/agencies/{agency_id}"): _DIRECTORY_READERS,
     ("PUT", "/directory/agencies/{agency_id}"): frozenset({COORDINATOR}),

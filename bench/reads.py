@@ -5,7 +5,7 @@ The database: ``referrals`` referrals of ``bench.pingpong`` seeded in bulk, one 
 (what compliance and task lists count), one referral whose timeline holds ``timeline``
 entries (written by the engine's own writer, in one change), a corridor referral sent from
 TH-SYN-SHELTER-TAK to LA-MLSW through the API (consents, a disclosure, a task of the
-receiving agency) and an uploaded draft SOP. The real application
+receiving agency) and an uploaded SOP pending review. The real application
 (:func:`api.app.create_app`, with the shipped SOPs, the benchmark's and the shipped service
 directory) is served by uvicorn in a process of its own (as in :mod:`bench.api_fire`).
 
@@ -134,7 +134,7 @@ def read_calls(codes: dict[str, str], task_id: str, timeline: int) -> list[Call]
     calls = [
         Call("health", None, "/health"),
         Call("sops", "coordinator", "/sops"),
-        Call("sops.drafts", "coordinator", "/sops/drafts"),
+        Call("sops.pending", "coordinator", "/sops/pending"),
         Call("sop", "coordinator", "/sops/example.corridor/1"),
         Call("sop.diagram", "coordinator", "/sops/example.corridor/1/diagram"),
         Call("sop.source", "coordinator", f"/sops/{SOP_KEY}/2/source"),
@@ -261,7 +261,7 @@ class _Client:
 
 
 def _through_the_api(port: int, tokens: dict[str, str]) -> dict[str, str]:
-    """The corridor referral sent to LA-MLSW and an uploaded draft; the case codes."""
+    """The corridor referral sent to LA-MLSW and an SOP pending review; the case codes."""
     client = _Client(port)
 
     def ok(method: str, url: str, who: str, body: Any = None) -> Any:

@@ -86,6 +86,7 @@ def build_app() -> FastAPI:
     templates = template_names()
     try:
         auth = BearerAuth.from_settings(settings)
+        single_coordinator = settings.resolved_single_coordinator()
         engine = make_engine(settings.resolved_database_url())
     except ConfigurationError as exc:
         raise ServeError(str(exc)) from None
@@ -121,6 +122,7 @@ def build_app() -> FastAPI:
             settings.auth_failure_limit, timedelta(seconds=settings.auth_failure_window_seconds)
         ),
         strict_transport_security=settings.environment == "production",
+        single_coordinator=single_coordinator,
     )
 
 

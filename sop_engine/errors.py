@@ -113,6 +113,11 @@ class ConsentMissing(SopEngineError, PermissionError):
     """A disclosure is not covered by an unexpired consent grant, nor by a valid override."""
 
 
+class ApprovalByRequester(SopEngineError, PermissionError):
+    """Whoever asked for something (uploaded an SOP's text) may not approve it: a second
+    person must."""
+
+
 class InvalidInput(SopEngineError, ValueError):
     """A request's data is wrong. ``field`` names the field at fault, when there is one."""
 

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (``whsec_`` + base64); none means no webhooks."""
     webhook_timeout_seconds: float = 10.0
 
+    single_coordinator: bool = False
+    """Let the coordinator who uploaded an SOP approve it alone (a demo with one coordinator).
+    Off by default: a second coordinator approves every SOP that goes live. Production
+    refuses it (:meth:`Settings.resolved_single_coordinator`)."""
+
     max_request_bytes: int = 1024 * 1024 + 64 * 1024
     """Largest request body the API reads (413 above it); above the SOP files' 1 MiB limit."""
 
@@ -172,6 +177,20 @@ class Settings(BaseSettings):
                     f"SOP_ENGINE_OIDC_{name} must be an {' or '.join(schemes)} URL{where}"
                 )
         return mode
+
+    def resolved_single_coordinator(self) -> bool:
+        """``single_coordinator``.
+
+        :raises ConfigurationError: it is set in production, where every SOP that goes live
+            needs a second coordinator's approval.
+        """
+        if self.single_coordinator and self.environment == "production":
+            raise ConfigurationError(
+                "SOP_ENGINE_SINGLE_COORDINATOR is refused in production: every SOP that goes "
+                "live needs a second coordinator's approval; make a second coordinator "
+                "(sop-engine users add) instead"
+            )
+        return self.single_coordinator
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the embedded SQLite database in ``data_dir``."""

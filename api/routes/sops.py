@@ -1,9 +1,10 @@
 """SOPs, for coordinators and auditors: list, read, diagram; coordinators validate, upload
-and publish them.
+and review them, four eyes on each.
 
-``POST /sops`` stores a valid upload as a draft (an invalid one is stored nowhere: 422 with
-every problem, as ``POST /sops/validate`` reports them); ``POST /sops/{key}/{version}/publish``
-makes a draft live (see :mod:`sop_engine.publishing`). Both take an ``Idempotency-Key``.
+``POST /sops`` stores a valid upload pending review (an invalid one is stored nowhere: 422
+with every problem, as ``POST /sops/validate`` reports them); ``POST
+/sops/{key}/{version}/approve`` by another coordinator makes it live, ``.../refuse`` sends it
+back (see :mod:`sop_engine.publishing`). Each takes an ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from api.openapi import SOP_YAML_EXAMPLE, error_responses
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, page_of
 from api.schemas.sops import (
     ProblemPublic,
-    PublicationPublic,
+    ReviewOutcome,
+    ReviewRequest,
     SopListItem,
     SopPublic,
     StoredSopPublic,
@@ -34,14 +36,16 @@ from sop_engine.language.published import PublishedLibrary, PublishedSources
 from sop_engine.publishing import (
     MAX_VERSION,
     UPLOAD_NAME,
+    NotPending,
     Outcome,
     VersionExists,
+    approve_upload,
     check_upload,
     decode_upload,
-    list_drafts,
-    publish_draft,
+    list_pending,
     read_stored,
-    upload_draft,
+    refuse_upload,
+    upload_sop,
 )
 
 router = APIRouter(
@@ -130,7 +134,7 @@ def validate_sop(
     openapi_extra=_YAML_BODY,
     responses=error_responses(409),
 )
-def upload_sop(
+def upload(
     *,
     request: Request,
     runtime: RuntimeDep,
@@ -140,12 +144,13 @@ def upload_sop(
     body: Annotated[bytes, Body(media_type="application/yaml")] = b"",
     idempotency_key: IdempotencyKey = None,
 ) -> UploadReport:
-    """Upload an SOP's YAML: stored as the draft of its key and version (replacing an earlier
-    draft of that version) when it compiles. When it does not, nothing is stored and the
-    answer is 422 ``definition_error`` with every problem; 409 when the version is published
-    already (a file, or a published upload)."""
-    outcome = _stored_or_conflict(
-        lambda: upload_draft(
+    """Upload an SOP's YAML: stored pending review under its key and version (replacing a
+    pending or refused text of that version) when it compiles. Another coordinator then
+    approves it (``POST /sops/{key}/{version}/approve``) or refuses it. When it does not
+    compile, nothing is stored and the answer is 422 ``definition_error`` with every problem;
+    409 when the version is published already (a file, or an approved upload)."""
+    outcome = _reviewed(
+        lambda: upload_sop(
             runtime.db,
             runtime.library,
             sources,
@@ -162,24 +167,25 @@ def upload_sop(
         valid=True,
         sop=sop.ref,
         problems=[],
-        draft=StoredSopPublic.of(sop),
+        upload=StoredSopPublic.of(sop),
         replayed=outcome.replayed,
     )
 
 
-def _stored_or_conflict(operation: Callable[[], Outcome]) -> Outcome:
-    """The operation's outcome; 409 when the version it names is published already."""
+def _reviewed(operation: Callable[[], Outcome]) -> Outcome:
+    """The operation's outcome; 409 when the version it names is published already or was
+    refused."""
     try:
         return operation()
-    except VersionExists as exc:
+    except (VersionExists, NotPending) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
 
-@router.get("/drafts")
-def drafts(
+@router.get("/pending")
+def pending(
     runtime: RuntimeDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[StoredSopPublic]:
-    """Uploaded SOPs not published yet, by key and version."""
+    """Uploads waiting for a second coordinator's review, by key and version."""
     after = decode_cursor(cursor)
     if after is not None and not (
         isinstance(after, list)
@@ -189,7 +195,7 @@ def drafts(
         and 0 <= after[1] <= MAX_VERSION
     ):
         raise InvalidInput("not a cursor this API gave out", field="cursor")
-    rows = list_drafts(runtime.db, after=(after[0], after[1]) if after else None, limit=limit + 1)
+    rows = list_pending(runtime.db, after=(after[0], after[1]) if after else None, limit=limit + 1)
     items, next_cursor = page_of(rows, limit, lambda s: [s.key, s.version])
     return Page[StoredSopPublic](
         items=[StoredSopPublic.of(s) for s in items], next_cursor=next_cursor
@@ -198,12 +204,13 @@ def drafts(
 
 @router.get("/{key}/{version}/source")
 def sop_source(runtime: RuntimeDep, key: SopKey, version: SopVersion) -> StoredSopSource:
-    """An uploaded SOP, draft or published, with its YAML text as uploaded."""
+    """An uploaded SOP, pending, refused or published, with its YAML text as uploaded and
+    every review of it (who approved or refused which text, when, why)."""
     return StoredSopSource.of(read_stored(runtime.db, key, version))
 
 
-@router.post("/{key}/{version}/publish", responses=error_responses(409))
-def publish_sop(
+@router.post("/{key}/{version}/approve", responses=error_responses(409))
+def approve(
     *,
     request: Request,
     runtime: RuntimeDep,
@@ -211,27 +218,64 @@ def publish_sop(
     sources: Sources,
     key: SopKey,
     version: SopVersion,
+    review: ReviewRequest,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> PublicationPublic:
-    """Make the draft ``key@version`` live: compiled again against the library as it is now
-    (it may extend a published SOP), added to the running library and kept in the database,
-    so that every start loads it. 409 when the version is published already; 422 with the
-    problems when it no longer compiles; 404 when there is no such draft."""
-    outcome = _stored_or_conflict(
-        lambda: publish_draft(
+) -> ReviewOutcome:
+    """Approve the pending text whose ``sha256`` the reviewer read, and so publish it: compiled
+    again against the library as it is now (it may extend a published SOP), added to the
+    running library and kept in the database, so that every start loads it. 403
+    ``approval_by_requester`` when the reviewer uploaded that text (four eyes; only a service
+    started with ``SOP_ENGINE_SINGLE_COORDINATOR`` allows it, never in production); 409 when
+    the version is published already, was refused, or holds another text than ``sha256``; 422
+    with the problems when it no longer compiles; 404 when nothing was uploaded."""
+    outcome = _reviewed(
+        lambda: approve_upload(
             runtime.db,
             runtime.library,
             sources,
             key,
             version,
+            sha256=review.sha256,
+            comment=review.comment,
             actor_id=user.id,
             now=runtime.clock.now(),
+            single_coordinator=request.app.state.single_coordinator,
             templates=request.app.state.templates,
             idempotency_key=idempotency_key,
         )
     )
     response.headers["Location"] = f"/sops/{key}/{version}"
-    return PublicationPublic(
-        sop=outcome.sop.ref, published=StoredSopPublic.of(outcome.sop), replayed=outcome.replayed
+    return ReviewOutcome(
+        sop=outcome.sop.ref, upload=StoredSopPublic.of(outcome.sop), replayed=outcome.replayed
+    )
+
+
+@router.post("/{key}/{version}/refuse", responses=error_responses(409))
+def refuse(
+    *,
+    runtime: RuntimeDep,
+    user: Authorized,
+    key: SopKey,
+    version: SopVersion,
+    review: ReviewRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> ReviewOutcome:
+    """Refuse the pending text whose ``sha256`` the reviewer read, saying why (``comment``,
+    required: 422 without). Its uploader may refuse it too, withdrawing it. It stays refused
+    until it is uploaded again; 409 as for approving."""
+    outcome = _reviewed(
+        lambda: refuse_upload(
+            runtime.db,
+            key,
+            version,
+            sha256=review.sha256,
+            comment=review.comment or "",
+            actor_id=user.id,
+            now=runtime.clock.now(),
+            idempotency_key=idempotency_key,
+        )
+    )
+    return ReviewOutcome(
+        sop=outcome.sop.ref, upload=StoredSopPublic.of(outcome.sop), replayed=outcome.replayed
     )

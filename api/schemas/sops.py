@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sop_engine.errors import Problem
 from sop_engine.language.diagram import format_duration
 from sop_engine.language.spec import SopSpec
-from sop_engine.publishing import StoredSop
+from sop_engine.publishing import MAX_COMMENT, Review, StoredSop
 
 __all__ = [
     "ProblemPublic",
-    "PublicationPublic",
+    "ReviewOutcome",
+    "ReviewPublic",
+    "ReviewRequest",
     "SopListItem",
     "SopPublic",
     "StoredSopPublic",
@@ -161,16 +164,17 @@ class ValidationReport(BaseModel):
 
 
 class StoredSopPublic(BaseModel):
-    """An SOP uploaded through the API: a ``draft`` or ``published``."""
+    """An SOP uploaded through the API: ``pending`` a second coordinator's review,
+    ``refused`` or ``published``."""
 
     key: str
     version: int
     title: str
-    status: str
+    status: Literal["pending", "refused", "published"]
     sha256: str = Field(description="SHA-256 (hex) of the YAML text as uploaded.")
     uploaded_by: str = Field(description="The user id of whoever uploaded this text.")
     uploaded_at: datetime
-    published_by: str | None
+    published_by: str | None = Field(description="The user id of the approving coordinator.")
     published_at: datetime | None
 
     @classmethod
@@ -179,7 +183,7 @@ class StoredSopPublic(BaseModel):
             key=s.key,
             version=s.version,
             title=s.title,
-            status=s.status,
+            status=s.status,  # type: ignore[arg-type]
             sha256=s.sha256,
             uploaded_by=s.uploaded_by,
             uploaded_at=s.uploaded_at,
@@ -188,28 +192,72 @@ class StoredSopPublic(BaseModel):
         )
 
 
+class ReviewPublic(BaseModel):
+    """One coordinator's decision on an upload's text."""
+
+    decision: Literal["approved", "refused"]
+    reviewer_id: str
+    uploaded_by: str = Field(description="Who uploaded the text decided on.")
+    sha256: str = Field(description="The text decided on.")
+    comment: str | None
+    decided_at: datetime
+
+    @classmethod
+    def of(cls, r: Review) -> ReviewPublic:
+        return cls(
+            decision=r.decision,  # type: ignore[arg-type]
+            reviewer_id=r.reviewer_id,
+            uploaded_by=r.uploaded_by,
+            sha256=r.sha256,
+            comment=r.comment,
+            decided_at=r.decided_at,
+        )
+
+
 class StoredSopSource(StoredSopPublic):
-    """An uploaded SOP with its YAML text."""
+    """An uploaded SOP with its YAML text and every decision on it, oldest first."""
 
     source: str
+    reviews: list[ReviewPublic]
 
     @classmethod
     def of(cls, s: StoredSop) -> StoredSopSource:
-        return cls(**StoredSopPublic.of(s).model_dump(), source=s.source or "")
+        return cls(
+            **StoredSopPublic.of(s).model_dump(),
+            source=s.source or "",
+            reviews=[ReviewPublic.of(r) for r in s.reviews],
+        )
 
 
 class UploadReport(ValidationReport):
-    """The answer of ``POST /sops`` when the SOP compiled and was stored as a draft (an SOP
-    that does not compile is answered 422 ``definition_error`` with its problems)."""
+    """The answer of ``POST /sops`` when the SOP compiled and was stored pending review (an
+    SOP that does not compile is answered 422 ``definition_error`` with its problems)."""
 
-    draft: StoredSopPublic
+    upload: StoredSopPublic
     replayed: bool = Field(description="True when this answers a retry with the same key.")
 
 
-class PublicationPublic(BaseModel):
-    """The answer of ``POST /sops/{key}/{version}/publish``."""
+class ReviewRequest(BaseModel):
+    """A coordinator's decision on the text they read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(
+        pattern="^[0-9a-f]{64}$",
+        description="The `sha256` of the text reviewed (from `GET /sops/{key}/{version}/source`)"
+        ": a text uploaded again since is not decided on (409).",
+    )
+    comment: str | None = Field(
+        default=None,
+        max_length=MAX_COMMENT,
+        description="Why; required to refuse. About the SOP only: never case data.",
+    )
+
+
+class ReviewOutcome(BaseModel):
+    """The answer of ``POST /sops/{key}/{version}/approve`` and ``.../refuse``."""
 
     sop: str
-    """``KEY@VERSION``, now live."""
-    published: StoredSopPublic
+    """``KEY@VERSION``; live when approved."""
+    upload: StoredSopPublic
     replayed: bool = Field(description="True when this answers a retry with the same key.")

@@ -31,8 +31,9 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import SopSource, table
 
 __all__ = [
-    "DRAFT",
+    "PENDING",
     "PUBLISHED",
+    "REFUSED",
     "PublishedLibrary",
     "PublishedSources",
     "ancestors",
@@ -45,8 +46,11 @@ log = logging.getLogger(__name__)
 
 _S = table(SopSource)
 
-DRAFT = "draft"
-"""Status of an uploaded SOP that may still be replaced."""
+PENDING = "pending"
+"""Status of an uploaded SOP waiting for a second coordinator's approval; it may still be
+replaced."""
+REFUSED = "refused"
+"""Status of an uploaded SOP a coordinator refused; it may be uploaded again."""
 PUBLISHED = "published"
 """Status of an uploaded SOP that is live, and never changes again."""
 

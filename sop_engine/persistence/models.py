@@ -48,6 +48,7 @@ __all__ = [
     "OutboxMessage",
     "PublishingRequest",
     "Referral",
+    "SopReview",
     "SopSource",
     "Task",
     "TimelineCheckpoint",
@@ -481,9 +482,10 @@ class AccessLogEntry(Base):
 
 
 class SopSource(Base):
-    """An SOP uploaded through the API (:mod:`sop_engine.publishing` writes these rows): a
-    draft, replaceable, until a coordinator publishes it; then immutable, and compiled into the
-    library at every start beside the SOP files (:mod:`sop_engine.language.published`)."""
+    """An SOP uploaded through the API (:mod:`sop_engine.publishing` writes these rows):
+    pending, replaceable, until a second coordinator approves it (then published: immutable,
+    and compiled into the library at every start beside the SOP files, see
+    :mod:`sop_engine.language.published`) or refuses it (until it is uploaded again)."""
 
     __tablename__ = "sop_sources"
 
@@ -495,14 +497,40 @@ class SopSource(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     """Hex SHA-256 of the UTF-8 source: what was checked is what is published."""
     status: Mapped[str] = mapped_column(String(16))
-    """``draft`` or ``published``."""
+    """``pending``, ``refused`` or ``published``."""
     uploaded_by: Mapped[str] = mapped_column(String(100))
     """The user id (never the name) of whoever uploaded the current text."""
     uploaded_at: Mapped[datetime]
     published_by: Mapped[str | None] = mapped_column(String(100))
+    """The coordinator who approved the text: never its uploader, unless a single
+    coordinator was allowed (a demo)."""
     published_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_sop_sources_status", "status", "key", "version"),)
+
+
+class SopReview(Base):
+    """A coordinator's decision on an uploaded SOP's text: ``approved`` (it was published)
+    or ``refused``, with the SHA-256 of the text decided on and the reviewer's comment. Rows
+    are only ever added: they are the record of who let each version go live."""
+
+    __tablename__ = "sop_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    """The text decided on (the approver or refuser read this one)."""
+    decision: Mapped[str] = mapped_column(String(16))
+    """``approved`` or ``refused``."""
+    reviewer_id: Mapped[str] = mapped_column(String(100))
+    uploaded_by: Mapped[str] = mapped_column(String(100))
+    """Who uploaded the text decided on: the second pair of eyes is ``reviewer_id``."""
+    comment: Mapped[str | None] = mapped_column(Text)
+    """Why (required for a refusal); about the SOP, never about a case."""
+    decided_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_sop_reviews_key", "key", "version", "id"),)
 
 
 class PublishingRequest(Base):

@@ -52,6 +52,7 @@ class Users:
 def users(runtime: Runtime) -> Users:
     made = {
         "coordinator": create_user(runtime.db, "coord", "coordinator"),
+        "coordinator_2": create_user(runtime.db, "coord2", "coordinator"),
         "auditor": create_user(runtime.db, "audit", "auditor"),
         "caseworker": create_user(runtime.db, "cw", "caseworker", "TH-NGO-A"),
         "supervisor": create_user(runtime.db, "sup", "supervisor", "TH-NGO-A"),

@@ -86,7 +86,7 @@ def _calls(client: TestClient, users: Users) -> dict[str, list[tuple[str | None,
     return {
         "/health": [(None, "/health")],
         "/sops": [("coordinator", "/sops")],
-        "/sops/drafts": [("coordinator", "/sops/drafts")],
+        "/sops/pending": [("coordinator", "/sops/pending")],
         "/sops/{key}/{version}": [("coordinator", "/sops/example.corridor/1")],
         "/sops/{key}/{version}/diagram": [("coordinator", "/sops/example.corridor/1/diagram")],
         "/sops/{key}/{version}/source": [("coordinator", "/sops/example.corridor/1/source")],

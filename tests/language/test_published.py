@@ -18,7 +18,7 @@ from sop_engine.language.published import (
     source_name,
 )
 from sop_engine.persistence.models import SopSource, table
-from sop_engine.publishing import publish_draft, upload_draft
+from sop_engine.publishing import approve_upload, upload_sop
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "sop_definitions" / "examples"
@@ -28,12 +28,19 @@ VERSION_2 = "key: example.corridor\nversion: 2\nextends: example.corridor@1\ntit
 
 
 def published(db: Engine, library: PublishedLibrary, text: str) -> str:
-    """Upload and publish ``text`` as a coordinator would; its ``KEY@VERSION``."""
-    draft = upload_draft(db, library, library.sources, text, actor_id="u-1", now=NOW)
-    publish_draft(
-        db, library, library.sources, draft.sop.key, draft.sop.version, actor_id="u-1", now=NOW
+    """Upload ``text`` as one coordinator and approve it as another; its ``KEY@VERSION``."""
+    sop = upload_sop(db, library, library.sources, text, actor_id="u-1", now=NOW).sop
+    approve_upload(
+        db,
+        library,
+        library.sources,
+        sop.key,
+        sop.version,
+        sha256=sop.sha256,
+        actor_id="u-2",
+        now=NOW,
     )
-    return draft.sop.ref
+    return sop.ref
 
 
 def test_the_start_compiles_files_and_published_rows_together(sqlite_engine: Engine) -> None:

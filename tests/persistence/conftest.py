@@ -1,17 +1,34 @@
-"""Fixtures for the persistence tests: a way to make a valid referral row."""
+"""Fixtures for the persistence tests: a way to make a valid referral row, and an empty
+database of each kind for the migration tests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.models import Referral
 
 NewReferral = Callable[..., Referral]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A database with no tables, SQLite or PostgreSQL, for a migration to go up and down."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

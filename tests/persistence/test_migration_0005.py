@@ -3,31 +3,15 @@ and down and up again, on SQLite and PostgreSQL, leaving the tables before it un
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from alembic import command
 from sqlalchemy import Engine, func, inspect, select
 
-from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
 from sop_engine.persistence.models import SopSource, User, table
 
 NEW_TABLES = {"sop_sources", "publishing_requests", "managed_agencies"}
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def downgrade(engine: Engine, revision: str) -> None:

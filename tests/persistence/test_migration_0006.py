@@ -5,14 +5,11 @@ still replay, and the revision goes down and up again."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, select, text
 
-from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
 from sop_engine.persistence.models import IdempotencyRecord, User, table
 from sop_engine.runtime.fingerprints import RETIRED
@@ -20,19 +17,6 @@ from sop_engine.runtime.fingerprints import RETIRED
 CREATED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 _U = table(User)
 _I = table(IdempotencyRecord)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def columns(engine: Engine, name: str) -> set[str]:

@@ -4,16 +4,14 @@ from their entries, so that a page of an old timeline verifies from its checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import Engine, inspect, select
 
-from sop_engine.persistence.db import make_engine, read_transaction
+from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
 from sop_engine.persistence.models import TimelineCheckpoint, TimelineEntry, table
 from sop_engine.timeline.chain import GENESIS, entry_hash
@@ -23,19 +21,6 @@ from sop_engine.timeline.verify import verify_range, verify_referral_timeline
 NEW_TABLES = {"timeline_checkpoints", "timeline_verifications"}
 NOW = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 LENGTH = 230
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def _old_timeline(engine: Engine, referral_id: str) -> list[dict[str, Any]]:
