@@ -240,7 +240,17 @@ class UploadReport(ValidationReport):
 class ReviewRequest(BaseModel):
     """A coordinator's decision on the text they read."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sha256": "9f2c" + "0" * 60,
+                    "comment": "checked against the national SOP's deadlines",
+                }
+            ]
+        },
+    )
 
     sha256: str = Field(
         pattern="^[0-9a-f]{64}$",
