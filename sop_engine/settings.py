@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     changed, and at least once a day)."""
     batch_size: int = 100
     """Timers or messages claimed per batch."""
+    timer_lease_seconds: int = Field(default=60, ge=5, le=3600)
+    """How long a sweep's claim on a due timer, and a periodic run's lease on its flow, last
+    unless renewed: a sweep that died is taken over this long after its last renewal (its
+    holder renews them while it works, so a slow batch is not fired twice)."""
     compliance_max_age_seconds: int = 30
     """How old a deadline compliance report may be when the API answers it (its ``as_of``
     says when it was counted); 0 counts on every request."""

@@ -1,14 +1,15 @@
 """The deployments a worker serves: the escalation sweep, the outbox dispatch and the
 timeline verification, each on an interval from the settings.
 
-Overlapping runs are prevented by Prefect's server, for every worker at once: each deployment
-has a concurrency limit of one with the ``CANCEL_NEW`` collision strategy, so a run that
-comes due while the previous one still runs is cancelled instead of queued. A worker that was
-down finds the runs scheduled meanwhile late; it picks them up together, one of them takes
-the slot and the others are cancelled (Prefect also cancels, rather than marks late, a run
-whose slot is taken), and since every run sweeps everything due, nothing is lost. The
-schedules keep a fixed anchor, so a worker that re-registers them (on every start, and on
-every machine) asks for the same run times.
+The deployments have no concurrency limit of Prefect's: its one slot stays taken until
+Prefect hears that the run holding it ended, which after a killed worker took minutes, and
+after a restart of the Prefect server (which keeps those slots in memory) never came. Runs
+are kept from overlapping by a lease in the database instead (:mod:`workflows.flows`): a run
+that comes due while the previous one still works ends at once, and one whose holder died
+takes over when its lease runs out. A worker that was down finds the runs scheduled
+meanwhile late; the first does the work, and the others find it done and end (each run
+sweeps everything due, so nothing is lost). The schedules keep a fixed anchor, so a worker
+that re-registers them (on every start, and on every machine) asks for the same run times.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from prefect import Flow
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Interval
 from prefect.types.entrypoint import EntrypointType
@@ -24,15 +24,10 @@ from prefect.types.entrypoint import EntrypointType
 from sop_engine.settings import Settings
 from workflows.flows import escalation_sweep, outbox_dispatch, timeline_verification
 
-__all__ = ["DEPLOYMENT_NAME", "ONE_AT_A_TIME", "deployments"]
+__all__ = ["DEPLOYMENT_NAME", "deployments"]
 
 DEPLOYMENT_NAME = "sop-engine"
 """Each flow's deployment is ``<flow>/sop-engine``: ``escalation-sweep/sop-engine``."""
-
-ONE_AT_A_TIME = ConcurrencyLimitConfig(
-    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
-)
-"""At most one run of a deployment at a time; a run due meanwhile is cancelled, not queued."""
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 """Runs fall on whole multiples of the interval from here, whoever registers the schedule."""
@@ -79,7 +74,6 @@ def _deployment(
         flow,
         DEPLOYMENT_NAME,
         schedule=Interval(timedelta(seconds=seconds), anchor_date=ANCHOR),
-        concurrency_limit=ONE_AT_A_TIME,
         parameters={"batch_size": batch_size},
         description=description,
         tags=TAGS,

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 
 from sqlalchemy import Engine
@@ -82,7 +83,8 @@ def _runtime_from_settings() -> Runtime:
     upgrade(engine)
     library = load_library(engine, [settings.sop_dir], template_names())
     directory = load_directory(settings.resolved_directory_dir())
-    return Runtime(engine, library, keyring, directory=directory)
+    lease = timedelta(seconds=settings.timer_lease_seconds)
+    return Runtime(engine, library, keyring, directory=directory, timer_lease=lease)
 
 
 @cache

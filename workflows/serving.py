@@ -1,10 +1,12 @@
 """Serving deployments: register them with the Prefect server in use, then poll it for their
 scheduled runs and start each run in a process of its own, until SIGTERM or SIGINT.
 
-This is Prefect's :class:`~prefect.runner.Runner` (what ``prefect.serve`` runs), with two
+This is Prefect's :class:`~prefect.runner.Runner` (what ``prefect.serve`` runs), with three
 choices of ours. Schedules are not paused on shutdown: other workers may serve the same
-deployments, and pausing would stop them too (a run left late meanwhile is cancelled by the
-deployment's concurrency limit, see :mod:`workflows.deployments`). And both signals stop it
+deployments, and pausing would stop them too (a run left late meanwhile finds its work done
+by a later one and ends, see :mod:`workflows.flows`). At most :data:`PROCESS_LIMIT` runs at
+once per worker: late runs found after an outage wait their turn as scheduled runs instead
+of starting a process each at once (each ends within seconds). And both signals stop it
 the same way, however early they come: the runner stops polling, cancels the runs in flight
 (every step they take is idempotent, and their claims come back when the leases run out)
 and :func:`serve` returns.
@@ -21,9 +23,12 @@ from typing import Any
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 
-__all__ = ["STOP_SIGNALS", "runner_name", "serve"]
+__all__ = ["PROCESS_LIMIT", "STOP_SIGNALS", "runner_name", "serve"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+PROCESS_LIMIT = 4
+"""Flow runs a worker runs at once: one of each flow, and one more ending at once."""
 
 _Handler = Callable[[int, Any], Any] | int | None
 
@@ -54,10 +59,7 @@ async def _serve(
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        # No process limit: late runs found after a restart are all proposed at once, and
-        # the deployments' concurrency limits cancel all but one each, instead of a limit of
-        # five letting them through a few at a time.
-        runner = _Runner(stop, name=name, pause_on_shutdown=False, limit=None)
+        runner = _Runner(stop, name=name, pause_on_shutdown=False, limit=PROCESS_LIMIT)
         for deployment in deployments:
             if stop.is_set():
                 return

@@ -46,6 +46,7 @@ __all__ = [
     "InboxMessage",
     "ManagedAgency",
     "OutboxMessage",
+    "PeriodicRun",
     "PublishingRequest",
     "Referral",
     "SopReview",
@@ -531,6 +532,29 @@ class SopReview(Base):
     decided_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_sop_reviews_key", "key", "version", "id"),)
+
+
+class PeriodicRun(Base):
+    """One periodic flow's (the escalation sweep's, the dispatch's...) run lease and its last
+    success (:mod:`sop_engine.runtime.periodic`): one run works at a time, a run that died
+    loses the lease when it runs out, and readiness asks when the last run succeeded."""
+
+    __tablename__ = "periodic_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    """The worker process holding the lease (``host:pid``)."""
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    """The holder's Prefect flow run id, when it runs under Prefect."""
+    lease_until: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    """When the holder (or the last holder) took the lease."""
+    succeeded_at: Mapped[datetime | None]
+    """When a run last finished its work."""
+    success_began_at: Mapped[datetime | None]
+    """When that run began: a run scheduled before it has nothing left to do."""
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """That run's counts by outcome (``escalated``: 3), never case data."""
 
 
 class PublishingRequest(Base):

@@ -4,7 +4,9 @@ Timers are rows written by the transition that enters a state (one per escalatio
 each deadline) and deleted by the one that leaves it. A sweep :func:`claim_due_timers`
 leases a batch of due rows; concurrent sweeps get disjoint batches (``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL; on SQLite the claim runs inside ``BEGIN IMMEDIATE``, which admits one
-writer at a time). A claim whose sweep died comes back once its lease runs out.
+writer at a time). A claim whose sweep died comes back once its lease runs out; the lease is
+short (``SOP_ENGINE_TIMER_LEASE_SECONDS``, a minute by default), and a sweep still working
+on its batch extends it (:func:`renew_claims`) so that a slow batch is not fired twice.
 :func:`fire_escalation` then notifies the level's roles, records it on the timeline and, if
 the level says so, fires an event, all in one transaction that also marks the timer fired;
 it does nothing if the timer was fired already or the referral has left the state.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,12 +39,15 @@ __all__ = [
     "claim_due_timers",
     "default_worker",
     "fire_escalation",
+    "renew_claims",
+    "sweep_batch",
 ]
 
 _TM = table(Timer)
 _R = table(Referral)
 
-DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_LEASE = timedelta(seconds=60)
+"""How long a claim is a sweep's own; :func:`renew_claims` extends it while it works."""
 
 
 def default_worker() -> str:
@@ -112,6 +118,69 @@ def claim_due_timers(
         TimerClaim(r.id, r.referral_id, r.state, r.deadline, r.level, r.due_at, worker, lease_until)
         for r in sorted(rows, key=lambda r: (r.due_at, r.id))
     ]
+
+
+def renew_claims(
+    services: Services, claims: list[TimerClaim], lease: timedelta = DEFAULT_LEASE
+) -> list[TimerClaim]:
+    """Extend the leases of ``claims`` not fired yet by ``lease`` from now; the claims still
+    ours, with their new lease (a claim whose lease ran out and that another sweep took is
+    left out: it is that sweep's now)."""
+    if not claims:
+        return []
+    now = services.clock.now()
+    lease_until = now + lease
+    worker = claims[0].worker
+    with services.db.begin() as conn:
+        renewed = set()
+        for claim in claims:
+            changed = conn.execute(
+                update(_TM)
+                .where(
+                    _TM.c.id == claim.timer_id,
+                    _TM.c.fired_at.is_(None),
+                    _TM.c.claimed_by == worker,
+                    _TM.c.lease_until == claim.lease_until,
+                )
+                .values(lease_until=lease_until)
+            ).rowcount
+            if changed:
+                renewed.add(claim.timer_id)
+    return [
+        TimerClaim(
+            c.timer_id, c.referral_id, c.state, c.deadline, c.level, c.due_at, worker, lease_until
+        )
+        for c in claims
+        if c.timer_id in renewed
+    ]
+
+
+def sweep_batch(
+    services: Services,
+    fire: Callable[[TimerClaim], EscalationOutcome],
+    limit: int = 100,
+    *,
+    worker: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+) -> list[EscalationOutcome]:
+    """Claim up to ``limit`` due timers and ``fire`` each; when half the lease has gone by
+    before the batch is done, the rest of the batch's leases are renewed first."""
+    claims = claim_due_timers(services, limit=limit, worker=worker, lease=lease)
+    outcomes: list[EscalationOutcome] = []
+    while claims:
+        if services.clock.now() >= claims[0].lease_until - lease / 2:
+            kept = renew_claims(services, claims, lease)
+            ours = {c.timer_id for c in kept}
+            outcomes += [
+                EscalationOutcome(c.timer_id, "lost_claim")
+                for c in claims
+                if c.timer_id not in ours
+            ]
+            claims = kept
+            if not claims:
+                break
+        outcomes.append(fire(claims.pop(0)))
+    return outcomes
 
 
 def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:

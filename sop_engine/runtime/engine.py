@@ -77,10 +77,13 @@ class Runtime:
         *,
         directory: ServiceDirectory | None = None,
         compliance_max_age: timedelta | None = None,
+        timer_lease: timedelta = deadlines.DEFAULT_LEASE,
     ) -> None:
         """``directory``: the service directory's files (coordinators' managed entries are read
         from ``db`` over it); a referral is disclosed only to an agency it lists.
-        ``compliance_max_age``: how long a compliance report may be served from memory."""
+        ``compliance_max_age``: how long a compliance report may be served from memory.
+        ``timer_lease``: how long a sweep's claim on a timer lasts unless renewed."""
+        self.timer_lease = timer_lease
         self.services = Services(
             db, library, keyring, clock or SystemClock(), directory or ServiceDirectory()
         )
@@ -249,9 +252,11 @@ class Runtime:
         limit: int = 100,
         *,
         worker: str | None = None,
-        lease: timedelta = deadlines.DEFAULT_LEASE,
+        lease: timedelta | None = None,
     ) -> list[TimerClaim]:
-        return deadlines.claim_due_timers(self.services, now, limit, worker=worker, lease=lease)
+        return deadlines.claim_due_timers(
+            self.services, now, limit, worker=worker, lease=lease or self.timer_lease
+        )
 
     def fire_escalation(self, claim: TimerClaim) -> EscalationOutcome:
         try:
@@ -264,9 +269,23 @@ class Runtime:
             later = "the referral changed; retried later"
             return EscalationOutcome(claim.timer_id, "conflict", note=later)
 
-    def sweep(self, limit: int = 100, *, worker: str | None = None) -> list[EscalationOutcome]:
-        """Claim due timers and fire each: one batch of the escalation sweep."""
-        return [self.fire_escalation(c) for c in self.claim_due_timers(limit=limit, worker=worker)]
+    def sweep(
+        self,
+        limit: int = 100,
+        *,
+        worker: str | None = None,
+        lease: timedelta | None = None,
+    ) -> list[EscalationOutcome]:
+        """Claim due timers and fire each: one batch of the escalation sweep, its claims
+        (``lease``, by default the runtime's ``timer_lease``) renewed while it works
+        (:func:`sop_engine.runtime.deadlines.sweep_batch`)."""
+        return deadlines.sweep_batch(
+            self.services,
+            self.fire_escalation,
+            limit,
+            worker=worker,
+            lease=lease or self.timer_lease,
+        )
 
     def claim_outbox(
         self, limit: int = 50, *, worker: str, lease: timedelta = timedelta(minutes=5)

@@ -94,3 +94,18 @@ def test_production_ignores_a_development_key_file(tmp_path: Path) -> None:
     Settings(data_dir=tmp_path).keyring()
     with pytest.raises(ConfigurationError, match="SOP_ENGINE_MASTER_KEY"):
         Settings(environment="production", data_dir=tmp_path).keyring()
+
+
+@pytest.mark.parametrize("value", ["4", "3601", "a minute"])
+def test_a_timer_lease_too_short_too_long_or_not_a_number_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under 5 s a sweep would lose its claims between two renewals; over an hour a dead
+    # sweep's escalations would wait that long.
+    monkeypatch.setenv("SOP_ENGINE_TIMER_LEASE_SECONDS", value)
+    with pytest.raises(ValidationError, match="timer_lease_seconds"):
+        Settings()
+
+
+def test_the_timer_lease_defaults_to_a_minute() -> None:
+    assert Settings().timer_lease_seconds == 60

@@ -12,6 +12,7 @@ from sqlalchemy import Row, select
 from sop_engine.clock import ManualClock
 from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
 from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim, renew_claims, sweep_batch
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
 
@@ -146,3 +147,61 @@ def test_an_escalation_level_may_fire_an_event(
         "case_review",
     )
     assert runtime.verify_timeline(code)[0].ok
+
+
+def test_a_sweep_still_working_renews_its_claims_so_no_other_sweep_takes_them(
+    runtime: Runtime, clock: ManualClock, corridor_referral: Callable[..., ReferralView]
+) -> None:
+    for _ in range(3):
+        corridor_referral(survivor_age=22)
+    clock.advance(timedelta(hours=1))  # one 'assign' level due on each
+    lease = timedelta(seconds=60)
+    taken_by_others: list[int] = []
+
+    def slow_fire(claim: TimerClaim) -> EscalationOutcome:
+        clock.advance(timedelta(seconds=40))  # each escalation takes 40 s: the batch, 120 s
+        taken_by_others.append(len(runtime.claim_due_timers(worker="w2", lease=lease)))
+        return runtime.fire_escalation(claim)
+
+    outcomes = sweep_batch(runtime.services, slow_fire, 10, worker="w1", lease=lease)
+    assert [o.outcome for o in outcomes] == ["escalated"] * 3
+    assert taken_by_others == [0, 0, 0]  # without renewal, w2 takes the third at 80 s
+
+
+def test_a_claim_lost_while_the_batch_worked_is_left_to_the_sweep_that_took_it(
+    runtime: Runtime, clock: ManualClock, corridor_referral: Callable[..., ReferralView]
+) -> None:
+    for _ in range(2):
+        corridor_referral(survivor_age=22)
+    clock.advance(timedelta(hours=1))
+    lease = timedelta(seconds=60)
+    others: list[TimerClaim] = []
+
+    def stalled_fire(claim: TimerClaim) -> EscalationOutcome:
+        outcome = runtime.fire_escalation(claim)
+        clock.advance(timedelta(seconds=90))  # then stalled past the whole lease
+        others.extend(runtime.claim_due_timers(worker="w2", lease=lease))
+        return outcome
+
+    outcomes = sweep_batch(runtime.services, stalled_fire, 10, worker="w1", lease=lease)
+    assert [o.outcome for o in outcomes] == ["escalated", "lost_claim"]
+    [taken] = others
+    assert outcomes[1].timer_id == taken.timer_id
+    assert runtime.fire_escalation(taken).outcome == "escalated"  # once, by w2
+
+
+def test_renewing_extends_only_the_claims_still_ours(
+    runtime: Runtime, clock: ManualClock, corridor_referral: Callable[..., ReferralView]
+) -> None:
+    corridor_referral(survivor_age=22)
+    corridor_referral(survivor_age=22)
+    clock.advance(timedelta(hours=1))
+    lease = timedelta(seconds=60)
+    first, second = runtime.claim_due_timers(worker="w1", lease=lease)
+    runtime.fire_escalation(first)
+    clock.advance(timedelta(seconds=30))
+    [renewed] = renew_claims(runtime.services, [first, second], lease)
+    assert renewed.timer_id == second.timer_id  # a fired timer is not renewed
+    assert renewed.lease_until == clock.now() + lease
+    assert renew_claims(runtime.services, [second], lease) == []  # the old lease is gone
+    assert renew_claims(runtime.services, [], lease) == []

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Table, func, select
@@ -22,6 +23,7 @@ from sop_engine.persistence.models import (
     TimelineVerification,
     table,
 )
+from sop_engine.runtime import periodic
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.verifications import STALE_AFTER
@@ -163,6 +165,7 @@ def test_outside_use_runtime_the_flows_build_their_runtime_from_the_settings(
     monkeypatch.delenv("SOP_ENGINE_DATABASE_URL", raising=False)
     monkeypatch.delenv("SOP_ENGINE_MASTER_KEY", raising=False)
     monkeypatch.delenv("SOP_ENGINE_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("SOP_ENGINE_TIMER_LEASE_SECONDS", "15")
     get_settings.cache_clear()
     flow_parts._runtime_from_settings.cache_clear()
     try:
@@ -172,6 +175,7 @@ def test_outside_use_runtime_the_flows_build_their_runtime_from_the_settings(
         built = flow_parts.flow_runtime()
         assert flow_parts.flow_runtime() is built  # once per process
         assert built.db.url.database == str(tmp_path / "data" / "sop_engine.sqlite3")
+        assert built.timer_lease == timedelta(seconds=15)
     finally:
         flow_parts.flow_runtime().db.dispose()
         flow_parts._runtime_from_settings.cache_clear()
@@ -202,3 +206,57 @@ def test_the_public_surface() -> None:
         workflows.outbox_dispatch.name,
         workflows.timeline_verification.name,
     ) == ("escalation-sweep", "outbox-dispatch", "timeline-verification")
+
+
+def test_a_run_finding_another_run_at_work_ends_at_once_with_nothing_done(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    new_referral()
+    clock.advance(timedelta(hours=1))
+    other = periodic.begin(
+        runtime.db, clock, "escalation-sweep", holder="other-host:1", length=runtime.timer_lease
+    )
+    assert isinstance(other, periodic.Lease)
+    with use_runtime(runtime):
+        assert escalation_sweep.fn() == {}  # the other run works: no second sweep
+        assert _escalations(runtime) == []
+        clock.advance(runtime.timer_lease)  # it died: its lease ran out
+        assert escalation_sweep.fn() == {"escalated": 1}
+    assert not other.renew()
+    status = periodic.status(runtime.db)["escalation-sweep"]
+    assert status["succeeded_at"] == clock.now()
+    assert status["counts"] == {"escalated": 1}
+    assert status["lease_until"] is None
+
+
+def test_every_flow_records_its_last_success(runtime: Runtime, directory: ServiceDirectory) -> None:
+    delivery = Delivery(directory, [InboxChannel(runtime.db)])
+    with use_runtime(runtime, delivery):
+        escalation_sweep.fn()
+        outbox_dispatch.fn()
+        timeline_verification.fn()
+    for name in ("escalation-sweep", "outbox-dispatch", "timeline-verification"):
+        assert periodic.last_success(runtime.db, name) == runtime.clock.now()
+
+
+def test_a_run_that_lost_its_lease_stops_after_its_batch(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    for _ in range(4):
+        new_referral()
+    clock.advance(timedelta(hours=1))
+    real_sweep = runtime.sweep
+
+    def sweep_then_stall(*args: Any, **kwargs: Any) -> Any:
+        outcomes = real_sweep(*args, **kwargs)
+        clock.advance(runtime.timer_lease)  # stalled: another run takes over meanwhile
+        taken = periodic.begin(
+            runtime.db, clock, "escalation-sweep", holder="other:1", length=runtime.timer_lease
+        )
+        assert isinstance(taken, periodic.Lease)
+        return outcomes
+
+    runtime.sweep = sweep_then_stall  # type: ignore[method-assign]
+    with use_runtime(runtime):
+        assert escalation_sweep.fn(batch_size=2) == {"escalated": 2}  # one batch, then stop
+    assert periodic.last_success(runtime.db, "escalation-sweep") is None

@@ -1,0 +1,35 @@
+"""Migration 0011 (the periodic runs' leases) goes up, down and up again on SQLite and
+PostgreSQL, and a lease taken after it works."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alembic import command
+from sqlalchemy import Engine, inspect
+
+from sop_engine.clock import ManualClock
+from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
+from sop_engine.runtime import periodic
+
+NOW = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
+
+
+def test_0011_adds_the_periodic_runs_and_goes_down_and_up_again(empty_engine: Engine) -> None:
+    upgrade(empty_engine, "0010")
+    assert "periodic_runs" not in inspect(empty_engine).get_table_names()
+    upgrade(empty_engine, "0011")
+    assert current_revision(empty_engine) == "0011"
+    lease = periodic.begin(
+        empty_engine, ManualClock(NOW), "escalation-sweep", holder="h:1", length=timedelta(1)
+    )
+    assert isinstance(lease, periodic.Lease)
+    assert lease.finish({"escalated": 1})
+    assert periodic.last_success(empty_engine, "escalation-sweep") == NOW
+
+    with empty_engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0010")
+    assert current_revision(empty_engine) == "0010"
+    assert "periodic_runs" not in inspect(empty_engine).get_table_names()
+    upgrade(empty_engine, "0011")
+    assert periodic.last_success(empty_engine, "escalation-sweep") is None
