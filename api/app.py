@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from api.routes import (
 )
 from api.routes import directory as directory_routes
 from sop_engine.directory import ServiceDirectory
+from sop_engine.persistence.migrate import head_revision
 from sop_engine.runtime.engine import Runtime
 
 __all__ = ["create_app"]
@@ -42,6 +44,7 @@ def create_app(
     auth_limit: FailedAuthLimit | None = None,
     strict_transport_security: bool = False,
     single_coordinator: bool = False,
+    sweep_interval: timedelta = timedelta(seconds=60),
 ) -> FastAPI:
     """The API over ``runtime``.
 
@@ -56,6 +59,8 @@ def create_app(
     :mod:`api.auth_limits`). Every answer carries the security headers of
     :mod:`api.headers`, with ``Strict-Transport-Security`` when asked. ``single_coordinator``
     lets an SOP's uploader approve it alone (a demo; see :mod:`sop_engine.publishing`).
+    ``sweep_interval`` is the escalation sweep's: ``/ready`` turns 503 when the last sweep
+    succeeded more than two intervals ago (see :mod:`api.routes.health`).
     """
     app = FastAPI(
         title="sop-engine",
@@ -69,6 +74,7 @@ def create_app(
     app.state.directory = directory if directory is not None else runtime.services.directory
     app.state.auth_limit = auth_limit or FailedAuthLimit()
     app.state.single_coordinator = single_coordinator
+    app.state.readiness = health.Readiness(head_revision(), sweep_interval)
     errors.install(app)
     app.add_middleware(TextOnly)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)

@@ -32,7 +32,7 @@ _DIRECTORY_READERS = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT
 _EVERYONE = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT, AUDITOR})
 """Routes about the caller's own things (her notices), whatever her role."""
 
-PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/health")})
+PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/health"), ("GET", "/ready")})
 """Routes anyone may call, without a token."""
 
 PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {

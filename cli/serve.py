@@ -123,6 +123,7 @@ def build_app() -> FastAPI:
         ),
         strict_transport_security=settings.environment == "production",
         single_coordinator=single_coordinator,
+        sweep_interval=timedelta(seconds=settings.sweep_interval_seconds),
     )
 
 

@@ -6,6 +6,7 @@ and the service's start-up run. The Alembic scripts ship in the package
 from __future__ import annotations
 
 import threading
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -40,12 +41,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(alembic_config(connection), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or ``None`` before the first upgrade."""
-    with engine.connect() as connection:
+def current_revision(bind: Engine | Connection) -> str | None:
+    """The revision the database is at, or ``None`` before the first upgrade; read on
+    ``bind``'s connection when it is one (a read transaction, say)."""
+    if isinstance(bind, Connection):
+        return MigrationContext.configure(bind).get_current_revision()
+    with bind.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@cache
 def head_revision() -> str:
     """The newest revision shipped with this version of the engine."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()

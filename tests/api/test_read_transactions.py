@@ -85,6 +85,7 @@ def _calls(client: TestClient, users: Users) -> dict[str, list[tuple[str | None,
     groupings = ("sop", "agency", "country", "origin_country", "destination_country")
     return {
         "/health": [(None, "/health")],
+        "/ready": [(None, "/ready")],
         "/sops": [("coordinator", "/sops")],
         "/sops/pending": [("coordinator", "/sops/pending")],
         "/sops/{key}/{version}": [("coordinator", "/sops/example.corridor/1")],

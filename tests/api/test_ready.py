@@ -1,0 +1,111 @@
+"""``GET /ready``: 200 while the database answers at this version's migration and the sweep
+succeeded within two intervals; 503 with the reason otherwise, within two intervals of the
+sweep stopping. No token; nothing about any case. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from api.app import create_app
+from sop_engine.clock import ManualClock
+from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence.migrate import alembic_config, head_revision
+from sop_engine.runtime import periodic
+from sop_engine.runtime.engine import Runtime
+
+START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
+INTERVAL = timedelta(seconds=60)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def ready_client(engine: Engine, library: SopLibrary, clock: ManualClock) -> Iterator[TestClient]:
+    runtime = Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    app = create_app(runtime, sweep_interval=INTERVAL)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _sweep_succeeds(engine: Engine, clock: ManualClock) -> None:
+    lease = periodic.begin(engine, clock, "escalation-sweep", holder="w:1", length=INTERVAL)
+    assert isinstance(lease, periodic.Lease)
+    assert lease.finish({"escalated": 1})
+
+
+def test_ready_while_the_sweep_succeeds_and_not_two_intervals_after_it_stops(
+    ready_client: TestClient, engine: Engine, clock: ManualClock
+) -> None:
+    _sweep_succeeds(engine, clock)
+    r = ready_client.get("/ready")
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "status": "ready",
+        "checks": {
+            "database": "ok",
+            "migration": head_revision(),
+            "escalation_sweep": {"succeeded_at": START.isoformat(), "max_age_seconds": 120},
+        },
+    }
+    clock.advance(2 * INTERVAL)
+    assert ready_client.get("/ready").status_code == 200
+    clock.advance(timedelta(seconds=1))  # the worker stopped two intervals ago
+    r = ready_client.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["error"] == "not_ready"
+    assert r.json()["message"] == (
+        "the last escalation sweep succeeded 121 s ago: is a worker running?"
+    )
+    assert ready_client.get("/health").status_code == 200  # alive, not ready
+    _sweep_succeeds(engine, clock)  # the worker is back
+    assert ready_client.get("/ready").status_code == 200
+
+
+def test_a_sweep_that_never_ran_is_a_fault_only_two_intervals_after_the_start(
+    ready_client: TestClient, clock: ManualClock
+) -> None:
+    assert ready_client.get("/ready").status_code == 200  # the worker may be starting
+    clock.advance(2 * INTERVAL + timedelta(seconds=1))
+    r = ready_client.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["message"] == "no escalation sweep has succeeded yet: is a worker running?"
+    assert r.json()["checks"]["escalation_sweep"]["succeeded_at"] is None
+
+
+def test_a_database_behind_this_versions_migrations_is_not_ready(
+    ready_client: TestClient, engine: Engine, clock: ManualClock
+) -> None:
+    _sweep_succeeds(engine, clock)
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0010")
+    r = ready_client.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["message"] == (
+        f"the database is at migration 0010, this version needs {head_revision()}: "
+        "run sop-engine db upgrade"
+    )
+    assert r.json()["checks"]["migration"] == "0010"
+
+
+def test_a_database_that_does_not_answer_is_not_ready(
+    engine: Engine, library: SopLibrary, clock: ManualClock
+) -> None:
+    runtime = Runtime(engine, library, MasterKeyring(MasterKey.generate("test")), clock)
+    app = create_app(runtime)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        _sweep_succeeds(engine, clock)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE periodic_runs")
+        r = c.get("/ready")
+    assert r.status_code == 503
+    assert r.json() == {"error": "not_ready", "message": "the database does not answer"}
