@@ -136,6 +136,12 @@ def _prefect_api(settings: Settings, port: int, startup_timeout: float) -> Itera
         wait_until_healthy(api_url, startup_timeout)
         yield PrefectApi(api_url, _ui_url(api_url))
         return
+    if settings.environment == "production":
+        raise ConfigurationError(
+            "PREFECT_API_URL must be set in production: the workers of a cluster share one "
+            "Prefect server (prefect server start, on PostgreSQL); a local one per worker is "
+            "a laptop's default"
+        )
     home = _prefect_home(settings)
     log.info("starting a local Prefect server (home %s)", home)
     with LocalPrefectServer(home, port, startup_timeout=startup_timeout) as server:

@@ -197,10 +197,22 @@ class Settings(BaseSettings):
         return self.single_coordinator
 
     def resolved_database_url(self) -> str:
-        """``database_url``, or the embedded SQLite database in ``data_dir``."""
+        """``database_url``, or the embedded SQLite database in ``data_dir``.
+
+        :raises ConfigurationError: in production without ``database_url``: the embedded
+            default is for a laptop; a production SQLite database is named explicitly.
+        """
         from sop_engine.persistence.db import default_database_url  # noqa: PLC0415
 
-        return self.database_url or default_database_url(self.data_dir)
+        if self.database_url:
+            return self.database_url
+        if self.environment == "production":
+            raise ConfigurationError(
+                "SOP_ENGINE_DATABASE_URL must be set in production (postgresql+psycopg://...); "
+                "the embedded SQLite database is a laptop's default, and SQLite in production "
+                "is named explicitly (sqlite:////srv/sop/sop_engine.sqlite3)"
+            )
+        return default_database_url(self.data_dir)
 
     def keyring(self) -> MasterKeyring:
         """The master keys: from ``master_key``; in development, without it, from a key file

@@ -624,3 +624,21 @@ def test_production_refuses_a_single_coordinator(
             build_app()
     finally:
         get_settings.cache_clear()
+
+
+def test_production_serve_refuses_the_implicit_sqlite_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.serve import ServeError, build_app
+    from sop_engine.settings import get_settings
+
+    monkeypatch.setenv("SOP_ENGINE_ENVIRONMENT", "production")
+    monkeypatch.setenv("SOP_ENGINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SOP_ENGINE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ServeError, match="SOP_ENGINE_DATABASE_URL must be set in production"):
+            build_app()
+    finally:
+        get_settings.cache_clear()
+    assert not (tmp_path / "data").exists()

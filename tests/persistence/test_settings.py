@@ -109,3 +109,16 @@ def test_a_timer_lease_too_short_too_long_or_not_a_number_is_refused(
 
 def test_the_timer_lease_defaults_to_a_minute() -> None:
     assert Settings().timer_lease_seconds == 60
+
+
+def test_production_refuses_the_implicit_sqlite_database(tmp_path: Path) -> None:
+    settings = Settings(environment="production", data_dir=tmp_path)
+    with pytest.raises(
+        ConfigurationError, match="SOP_ENGINE_DATABASE_URL must be set in production"
+    ):
+        settings.resolved_database_url()
+
+
+def test_production_accepts_sqlite_named_explicitly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sop_engine.sqlite3"
+    assert Settings(environment="production", database_url=url).resolved_database_url() == url

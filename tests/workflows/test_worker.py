@@ -349,6 +349,44 @@ def test_a_broken_setting_stops_the_worker_before_prefect_is_even_imported(
     assert not (tmp_path / "data" / "prefect").exists()
 
 
+def test_in_production_a_worker_without_prefect_api_url_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    """Production settings otherwise complete (a master key, SQLite named explicitly), but no
+    ``PREFECT_API_URL``: exit 1 with the reason, and no Prefect server of its own."""
+    from sop_engine.crypto import MasterKey
+
+    env = _environment(
+        tmp_path,
+        SOP_ENGINE_ENVIRONMENT="production",
+        SOP_ENGINE_MASTER_KEY=MasterKey.generate("k1").to_setting(),
+        SOP_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path}/sop_engine.sqlite3",
+    )
+    log = tmp_path / "worker.log"
+    with _worker(env, log) as worker:
+        assert worker.wait(120) == 1
+    output = log.read_text("utf-8")
+    assert "cannot start the worker: PREFECT_API_URL must be set in production" in output
+    assert "starting a local Prefect server" not in output
+    assert not (tmp_path / "data" / "prefect").exists()
+
+
+def test_in_production_the_worker_refuses_the_implicit_sqlite_database(tmp_path: Path) -> None:
+    from sop_engine.crypto import MasterKey
+
+    env = _environment(
+        tmp_path,
+        SOP_ENGINE_ENVIRONMENT="production",
+        SOP_ENGINE_MASTER_KEY=MasterKey.generate("k1").to_setting(),
+    )
+    done = subprocess.run(
+        [str(SOP_ENGINE), "worker"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert "SOP_ENGINE_DATABASE_URL must be set in production" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_the_worker_stops_on_the_signals_serving_stops_on() -> None:
     from cli.worker import STOP_SIGNALS
     from workflows.serving import STOP_SIGNALS as SERVING
