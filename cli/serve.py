@@ -45,7 +45,7 @@ from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.errors import ConfigurationError, DefinitionError
 from sop_engine.language.published import load_library
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.migrate import upgrade
+from sop_engine.persistence.migrate import prepare
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
 
@@ -92,7 +92,7 @@ def build_app() -> FastAPI:
         raise ServeError(str(exc)) from None
     shown = engine.url.render_as_string(hide_password=True)
     try:
-        upgrade(engine)
+        prepare(engine, migrate=settings.environment != "production")
         library = load_library(engine, [settings.sop_dir], templates)
         keyring = settings.keyring()
     except DefinitionError as exc:

@@ -33,7 +33,7 @@ from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import load_managed_directory
 from sop_engine.language.published import load_library
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.migrate import upgrade
+from sop_engine.persistence.migrate import prepare
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
 
@@ -80,7 +80,7 @@ def _runtime_from_settings() -> Runtime:
     settings = get_settings()
     keyring = settings.keyring()  # a missing key is found before seconds of migrating and compiling
     engine = make_engine(settings.resolved_database_url())
-    upgrade(engine)
+    prepare(engine, migrate=settings.environment != "production")
     library = load_library(engine, [settings.sop_dir], template_names())
     directory = load_directory(settings.resolved_directory_dir())
     lease = timedelta(seconds=settings.timer_lease_seconds)

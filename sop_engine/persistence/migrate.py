@@ -15,7 +15,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-__all__ = ["MIGRATIONS", "alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "MIGRATIONS",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "prepare",
+    "upgrade",
+]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 """The Alembic script folder: ``env.py``, ``script.py.mako`` and ``versions/``."""
@@ -39,6 +46,27 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     there already. Safe to run from several processes, and threads, at once."""
     with _ALEMBIC, engine.connect() as connection:
         command.upgrade(alembic_config(connection), revision)
+
+
+def prepare(engine: Engine, *, migrate: bool) -> None:
+    """Make ready the database a process starts on: migrate it (``migrate``: a laptop's
+    embedded default, where one process does everything), or check that ``sop-engine db
+    upgrade`` has brought it to this version's migrations (production, where migrating is
+    one step of an upgrade, run once, never a side effect of a process starting).
+
+    :raises ConfigurationError: not ``migrate`` and the database is not at the head.
+    """
+    if migrate:
+        upgrade(engine)
+        return
+    from sop_engine.errors import ConfigurationError  # noqa: PLC0415
+
+    found, head = current_revision(engine), head_revision()
+    if found != head:
+        raise ConfigurationError(
+            f"the database is at migration {found or '(none)'}, this version needs {head}: "
+            "run sop-engine db upgrade first (in production no other process migrates)"
+        )
 
 
 def current_revision(bind: Engine | Connection) -> str | None:

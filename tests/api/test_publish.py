@@ -642,3 +642,27 @@ def test_production_serve_refuses_the_implicit_sqlite_database(
     finally:
         get_settings.cache_clear()
     assert not (tmp_path / "data").exists()
+
+
+def test_production_serve_refuses_a_database_not_upgraded_and_does_not_migrate_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    from cli.serve import ServeError, build_app
+    from sop_engine.crypto import MasterKey
+    from sop_engine.settings import get_settings
+
+    url = f"sqlite:///{tmp_path}/sop_engine.sqlite3"
+    monkeypatch.setenv("SOP_ENGINE_ENVIRONMENT", "production")
+    monkeypatch.setenv("SOP_ENGINE_DATABASE_URL", url)
+    monkeypatch.setenv("SOP_ENGINE_MASTER_KEY", MasterKey.generate("k1").to_setting())
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ServeError, match="run sop-engine db upgrade first"):
+            build_app()
+    finally:
+        get_settings.cache_clear()
+    engine = create_engine(url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()

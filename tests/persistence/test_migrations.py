@@ -205,3 +205,21 @@ def test_migrating_sqlite_inside_a_begun_transaction_is_refused(sqlite_url: str)
             command.upgrade(alembic_config(connection), "head")
     finally:
         engine.dispose()
+
+
+def test_prepare_migrates_or_refuses_a_database_behind_this_version(
+    empty_engine: Engine,
+) -> None:
+    from sop_engine.errors import ConfigurationError
+    from sop_engine.persistence.migrate import prepare
+
+    message = rf"the database is at migration \(none\), this version needs {head_revision()}"
+    with pytest.raises(ConfigurationError, match=message):
+        prepare(empty_engine, migrate=False)
+    assert current_revision(empty_engine) is None  # refused, not migrated
+    upgrade(empty_engine, "0010")
+    with pytest.raises(ConfigurationError, match=r"at migration 0010, .*sop-engine db upgrade"):
+        prepare(empty_engine, migrate=False)
+    prepare(empty_engine, migrate=True)
+    assert current_revision(empty_engine) == head_revision()
+    prepare(empty_engine, migrate=False)  # at the head: nothing to say

@@ -352,8 +352,10 @@ def test_a_broken_setting_stops_the_worker_before_prefect_is_even_imported(
 def test_in_production_a_worker_without_prefect_api_url_refuses_to_start(
     tmp_path: Path,
 ) -> None:
-    """Production settings otherwise complete (a master key, SQLite named explicitly), but no
-    ``PREFECT_API_URL``: exit 1 with the reason, and no Prefect server of its own."""
+    """Production settings otherwise complete (a master key, SQLite named explicitly, the
+    database migrated by ``sop-engine db upgrade``), but no ``PREFECT_API_URL``: exit 1 with
+    the reason, and no Prefect server of its own. Before the upgrade, the worker refuses the
+    database instead of migrating it."""
     from sop_engine.crypto import MasterKey
 
     env = _environment(
@@ -363,6 +365,16 @@ def test_in_production_a_worker_without_prefect_api_url_refuses_to_start(
         SOP_ENGINE_DATABASE_URL=f"sqlite:///{tmp_path}/sop_engine.sqlite3",
     )
     log = tmp_path / "worker.log"
+    with _worker(env, log) as worker:  # the database not migrated yet: refused, not migrated
+        assert worker.wait(120) == 1
+    assert (
+        "cannot start the worker: the database is at migration (none), this version needs "
+        in log.read_text("utf-8")
+    )
+    upgraded = subprocess.run(
+        [str(SOP_ENGINE), "db", "upgrade"], env=env, capture_output=True, text=True, check=False
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
     with _worker(env, log) as worker:
         assert worker.wait(120) == 1
     output = log.read_text("utf-8")
