@@ -113,6 +113,41 @@ def diagram(ref: str, paths: tuple[Path, ...]) -> None:
 
 
 @cli.group()
+def keys() -> None:
+    """Master keys (SOP_ENGINE_MASTER_KEY), which wrap every referral's case key."""
+
+
+@keys.command("generate")
+@click.option(
+    "--id",
+    "key_id",
+    default="k1",
+    show_default=True,
+    help="The new key's id (letters, digits, '.', '_', '-'); a rotation's new key needs a new id.",
+)
+def keys_generate(key_id: str) -> None:
+    """Print a new random master key as SOP_ENGINE_MASTER_KEY reads it (KEYID:BASE64URL).
+
+    Keep it in a secret store, never in the database's backups; lose it and every referral
+    is unreadable.
+    """
+    from sop_engine.crypto import MasterKey
+    from sop_engine.errors import ConfigurationError
+
+    try:
+        key = MasterKey.generate(key_id)
+    except ConfigurationError as exc:
+        click.echo(f"--id: {exc}", err=True)
+        sys.exit(2)
+    click.echo(key.to_setting())
+    click.echo(
+        "a new master key: put it in SOP_ENGINE_MASTER_KEY (from a secret store), and keep a "
+        "copy apart from the database's backups",
+        err=True,
+    )
+
+
+@cli.group()
 def db() -> None:
     """The database (SOP_ENGINE_DATABASE_URL, by default SQLite in SOP_ENGINE_DATA_DIR)."""
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -44,6 +44,7 @@ from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.errors import ConfigurationError, DefinitionError
 from sop_engine.language.published import load_library
+from sop_engine.master_keys import check_keyring
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import prepare
 from sop_engine.runtime.engine import Runtime
@@ -95,6 +96,7 @@ def build_app() -> FastAPI:
         prepare(engine, migrate=settings.environment != "production")
         library = load_library(engine, [settings.sop_dir], templates)
         keyring = settings.keyring()
+        check_keyring(engine, keyring, datetime.now(UTC))
     except DefinitionError as exc:
         engine.dispose()
         raise ServeError(

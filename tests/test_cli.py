@@ -190,3 +190,20 @@ def test_users_add_does_not_import_the_sop_compiler(tmp_path: Path) -> None:
     loaded = _top_modules_after(code, env)
     assert "sqlalchemy" in loaded  # the user was stored
     assert not loaded & (COMPILER | {"prefect", "uvicorn", "fastapi", "httpx", "jinja2"})
+
+
+def test_keys_generate_prints_a_new_key_the_settings_read() -> None:
+    from sop_engine.crypto import MasterKeyring
+
+    first = CliRunner().invoke(cli, ["keys", "generate"])
+    second = CliRunner().invoke(cli, ["keys", "generate", "--id", "k2"])
+    assert first.exit_code == 0
+    assert second.exit_code == 0
+    ring = MasterKeyring.from_setting(f"{second.stdout.strip()},{first.stdout.strip()}")
+    assert (ring.current.key_id, ring.previous[0].key_id) == ("k2", "k1")
+    assert ring.current.material != ring.previous[0].material
+    assert "SOP_ENGINE_MASTER_KEY" in first.stderr
+    refused = CliRunner().invoke(cli, ["keys", "generate", "--id", "not an id"])
+    assert refused.exit_code == 2
+    assert refused.stdout == ""
+    assert "--id: a master key id must be" in refused.stderr

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from sqlalchemy import Engine
@@ -32,6 +32,7 @@ from notifications.dispatch import build_channels
 from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import load_managed_directory
 from sop_engine.language.published import load_library
+from sop_engine.master_keys import check_keyring
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import prepare
 from sop_engine.runtime.engine import Runtime
@@ -81,6 +82,7 @@ def _runtime_from_settings() -> Runtime:
     keyring = settings.keyring()  # a missing key is found before seconds of migrating and compiling
     engine = make_engine(settings.resolved_database_url())
     prepare(engine, migrate=settings.environment != "production")
+    check_keyring(engine, keyring, datetime.now(UTC))
     library = load_library(engine, [settings.sop_dir], template_names())
     directory = load_directory(settings.resolved_directory_dir())
     lease = timedelta(seconds=settings.timer_lease_seconds)

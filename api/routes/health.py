@@ -1,5 +1,6 @@
 """``GET /health``: the process answers and so does its database. ``GET /ready``: it can do
-its work: the database answers and is at the migrations of this version, and the escalation
+its work: the database answers and is at the migrations of this version, the master key is
+the one the database was used with, and the escalation
 sweep has succeeded within the last two sweep intervals (so a stopped worker, or a Prefect
 that no longer starts runs, turns it 503 within two intervals). Neither needs a token nor
 says anything about a case.
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import RuntimeDep
 from api.errors import error_body
+from sop_engine.master_keys import mismatched
 from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.migrate import current_revision
 from sop_engine.runtime import periodic
@@ -71,6 +73,14 @@ def ready(runtime: RuntimeDep, request: Request) -> JSONResponse:
                 f"{readiness.head}: run sop-engine db upgrade"
             )
             return JSONResponse(error_body("not_ready", behind, checks=checks), 503)
+        wrong = mismatched(runtime.db, runtime.services.keyring)
+        checks["master_key"] = "differs" if wrong else "ok"
+        if wrong:
+            message = (
+                f"the master key with id {wrong[0]!r} is not the one this database was used "
+                "with: set the cluster's SOP_ENGINE_MASTER_KEY"
+            )
+            return JSONResponse(error_body("not_ready", message, checks=checks), 503)
         last = periodic.last_success(runtime.db, SWEEP)
     except SQLAlchemyError:
         return JSONResponse(error_body("not_ready", "the database does not answer"), 503)

@@ -45,6 +45,7 @@ __all__ = [
     "IdempotencyRecord",
     "InboxMessage",
     "ManagedAgency",
+    "MasterKeyFingerprint",
     "OutboxMessage",
     "PeriodicRun",
     "PublishingRequest",
@@ -532,6 +533,18 @@ class SopReview(Base):
     decided_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_sop_reviews_key", "key", "version", "id"),)
+
+
+class MasterKeyFingerprint(Base):
+    """A one-way fingerprint (HKDF, :mod:`sop_engine.master_keys`) of each master key this
+    database has been used with, by key id: a process given a different key under the same
+    id refuses to start instead of writing case keys the rest of the cluster cannot open."""
+
+    __tablename__ = "master_key_fingerprints"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime]
 
 
 class PeriodicRun(Base):

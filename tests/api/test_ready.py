@@ -16,6 +16,7 @@ from api.app import create_app
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.master_keys import check_keyring
 from sop_engine.persistence.migrate import alembic_config, head_revision
 from sop_engine.runtime import periodic
 from sop_engine.runtime.engine import Runtime
@@ -54,6 +55,7 @@ def test_ready_while_the_sweep_succeeds_and_not_two_intervals_after_it_stops(
         "checks": {
             "database": "ok",
             "migration": head_revision(),
+            "master_key": "ok",
             "escalation_sweep": {"succeeded_at": START.isoformat(), "max_age_seconds": 120},
         },
     }
@@ -109,3 +111,19 @@ def test_a_database_that_does_not_answer_is_not_ready(
         r = c.get("/ready")
     assert r.status_code == 503
     assert r.json() == {"error": "not_ready", "message": "the database does not answer"}
+
+
+def test_a_master_key_other_than_the_databases_is_not_ready(
+    engine: Engine, library: SopLibrary, clock: ManualClock
+) -> None:
+    check_keyring(engine, MasterKeyring(MasterKey.generate("k1")), START)  # the cluster's
+    _sweep_succeeds(engine, clock)
+    runtime = Runtime(engine, library, MasterKeyring(MasterKey.generate("k1")), clock)
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        r = c.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["message"] == (
+        "the master key with id 'k1' is not the one this database was used with: "
+        "set the cluster's SOP_ENGINE_MASTER_KEY"
+    )
+    assert r.json()["checks"]["master_key"] == "differs"

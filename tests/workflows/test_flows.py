@@ -260,3 +260,29 @@ def test_a_run_that_lost_its_lease_stops_after_its_batch(
     with use_runtime(runtime):
         assert escalation_sweep.fn(batch_size=2) == {"escalated": 2}  # one batch, then stop
     assert periodic.last_success(runtime.db, "escalation-sweep") is None
+
+
+def test_a_flow_run_given_another_key_than_the_databases_refuses_to_build_its_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sop_engine.crypto import MasterKey
+    from sop_engine.errors import ConfigurationError
+    from sop_engine.settings import get_settings
+    from workflows import runtime as flow_parts
+
+    monkeypatch.setenv("SOP_ENGINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SOP_ENGINE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SOP_ENGINE_ENVIRONMENT", raising=False)
+    try:
+        for attempt in (1, 2):
+            monkeypatch.setenv("SOP_ENGINE_MASTER_KEY", MasterKey.generate("k1").to_setting())
+            get_settings.cache_clear()
+            flow_parts._runtime_from_settings.cache_clear()
+            if attempt == 1:
+                flow_parts.flow_runtime().db.dispose()  # the cluster's key, recorded
+            else:
+                with pytest.raises(ConfigurationError, match="id 'k1' is not the one"):
+                    flow_parts.flow_runtime()
+    finally:
+        flow_parts._runtime_from_settings.cache_clear()
+        get_settings.cache_clear()
