@@ -111,7 +111,8 @@ def test_serve_asks_for_hsts_in_production_only(
     monkeypatch.setenv("SOP_ENGINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SOP_ENGINE_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.sqlite3'}")
     monkeypatch.setenv("SOP_ENGINE_MASTER_KEY", MasterKey.generate("k1").to_setting())
-    for environment, hsts in (("production", True), ("development", False)):
+    # Development first: it migrates the database, which production only checks.
+    for environment, hsts in (("development", False), ("production", True)):
         monkeypatch.setenv("SOP_ENGINE_ENVIRONMENT", environment)
         get_settings.cache_clear()
         try:
