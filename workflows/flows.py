@@ -154,13 +154,17 @@ def _periodic(
         _crash_dead_runs(name, str(run.id), runtime.timer_lease)
     counts: Counter[str] = Counter()
     batches, full = 0, True
-    while full and batches < max_batches:
-        done, full = batch()
-        batches += 1
-        counts.update(done)
-        if full and batches < max_batches and not taken.renew():
-            _logger().warning("%s: the lease was lost; the next run goes on", what)
-            break
+    try:
+        while full and batches < max_batches:
+            done, full = batch()
+            batches += 1
+            counts.update(done)
+            if full and batches < max_batches and not taken.renew():
+                _logger().warning("%s: the lease was lost; the next run goes on", what)
+                break
+    except BaseException:
+        taken.release()  # failed: the next run need not wait for the lease to run out
+        raise
     taken.finish(dict(counts))
     _log_counts(what, batches, counts, capped=full)
     return dict(counts)

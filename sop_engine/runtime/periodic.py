@@ -15,7 +15,8 @@ after an outage, whose work is done), ends at once and does nothing.
 
 :func:`begin` returns the :class:`Lease`, or why the run has nothing to do;
 :meth:`Lease.renew` extends it (False: it was lost, stop); :meth:`Lease.finish` records the
-success and frees it; :func:`last_success` is what readiness reads.
+success and frees it; :meth:`Lease.release` frees it after a failure; :func:`last_success`
+is what readiness reads.
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ class Lease:
     def due_for_renewal(self) -> bool:
         """Half of the lease is gone."""
         return self.clock.now() >= self.until - self.length / 2
+
+    def release(self) -> None:
+        """Free the lease without recording a success (the run failed): the next run need
+        not wait for it to run out."""
+        with self.db.begin() as conn:
+            conn.execute(
+                update(_PR)
+                .where(_PR.c.name == self.name, _PR.c.holder == self.holder)
+                .where(_PR.c.lease_until == self.until)
+                .values(lease_until=None, holder=None)
+            )
 
     def finish(self, counts: dict[str, int]) -> bool:
         """Record the success (now, with its counts) and free the lease; False when it was

@@ -286,3 +286,26 @@ def test_a_flow_run_given_another_key_than_the_databases_refuses_to_build_its_ru
     finally:
         flow_parts._runtime_from_settings.cache_clear()
         get_settings.cache_clear()
+
+
+def test_a_run_that_fails_frees_the_lease_for_the_next_run_at_once(
+    runtime: Runtime, clock: ManualClock, new_referral: NewReferral
+) -> None:
+    new_referral()
+    clock.advance(timedelta(hours=1))
+    real_sweep = runtime.sweep
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("synthetic failure of a batch")
+
+    runtime.sweep = failing  # type: ignore[method-assign]
+    with use_runtime(runtime), pytest.raises(RuntimeError, match="synthetic failure"):
+        escalation_sweep.fn()
+    assert periodic.last_success(runtime.db, "escalation-sweep") is None
+    assert periodic.status(runtime.db)["escalation-sweep"]["lease_until"] is None
+    runtime.sweep = real_sweep  # type: ignore[method-assign]
+    # Another worker's run, at once, not a lease later:
+    other = periodic.begin(
+        runtime.db, clock, "escalation-sweep", holder="other:1", length=runtime.timer_lease
+    )
+    assert isinstance(other, periodic.Lease)
