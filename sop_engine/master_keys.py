@@ -37,10 +37,12 @@ def fingerprint(key: MasterKey) -> str:
 def mismatched(db: Engine, keyring: MasterKeyring) -> list[str]:
     """The ids of the ring's keys whose fingerprint differs from the one recorded (none
     recorded for an id is no mismatch)."""
-    keys = (keyring.current, *keyring.previous)
-    with read_transaction(db) as conn:
-        stored = dict(conn.execute(select(_F.c.key_id, _F.c.fingerprint)).all())
-    return [k.key_id for k in keys if k.key_id in stored and stored[k.key_id] != fingerprint(k)]
+    stored = _recorded(db)
+    return [
+        k.key_id
+        for k in _keys(keyring)
+        if k.key_id in stored and stored[k.key_id] != fingerprint(k)
+    ]
 
 
 def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:
@@ -49,17 +51,11 @@ def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:
 
     :raises ConfigurationError: naming the key id, never any key material.
     """
-    wrong = mismatched(db, keyring)
-    if wrong:
-        raise ConfigurationError(
-            f"SOP_ENGINE_MASTER_KEY: the key with id {wrong[0]!r} is not the one this database "
-            "was used with (its fingerprint differs): this process would write case keys the "
-            "others cannot open; use the cluster's key"
-        )
-    with read_transaction(db) as conn:
-        known = set(conn.scalars(select(_F.c.key_id)))
-    for key in (keyring.current, *keyring.previous):
-        if key.key_id in known:
+    stored = _recorded(db)  # one read: what is checked is what decides what to record
+    for key in _keys(keyring):
+        if key.key_id in stored:
+            if stored[key.key_id] != fingerprint(key):
+                raise _refusal(key.key_id)
             continue
         try:
             with db.begin() as conn:
@@ -69,8 +65,23 @@ def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:
                     )
                 )
         except IntegrityError:  # another process recorded it meanwhile: check that one
-            if key.key_id in mismatched(db, MasterKeyring(key)):
-                raise ConfigurationError(
-                    f"SOP_ENGINE_MASTER_KEY: the key with id {key.key_id!r} is not the one "
-                    "another process just started with: use the cluster's key"
-                ) from None
+            if _recorded(db)[key.key_id] != fingerprint(key):
+                raise _refusal(key.key_id) from None
+
+
+def _keys(keyring: MasterKeyring) -> tuple[MasterKey, ...]:
+    return (keyring.current, *keyring.previous)
+
+
+def _recorded(db: Engine) -> dict[str, str]:
+    with read_transaction(db) as conn:
+        rows = conn.execute(select(_F.c.key_id, _F.c.fingerprint)).all()
+    return {row.key_id: row.fingerprint for row in rows}
+
+
+def _refusal(key_id: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"SOP_ENGINE_MASTER_KEY: the key with id {key_id!r} is not the one this database "
+        "was used with (its fingerprint differs): this process would write case keys the "
+        "others cannot open; use the cluster's key"
+    )
