@@ -169,13 +169,18 @@ class MasterKeyring:
                 ) from None
         return cls(keys[0], tuple(keys[1:]))
 
+    @property
+    def keys(self) -> tuple[MasterKey, ...]:
+        """Every key of the ring, the current one first."""
+        return (self.current, *self.previous)
+
     def to_setting(self) -> str:
         """The comma-separated form that :meth:`from_setting` reads."""
-        return ",".join(key.to_setting() for key in (self.current, *self.previous))
+        return ",".join(key.to_setting() for key in self.keys)
 
     def find(self, key_id: str) -> MasterKey | None:
         """The key with this id, or ``None`` if the ring does not hold it."""
-        for key in (self.current, *self.previous):
+        for key in self.keys:
             if key.key_id == key_id:
                 return key
         return None

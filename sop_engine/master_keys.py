@@ -39,9 +39,7 @@ def mismatched(db: Engine, keyring: MasterKeyring) -> list[str]:
     recorded for an id is no mismatch)."""
     stored = _recorded(db)
     return [
-        k.key_id
-        for k in _keys(keyring)
-        if k.key_id in stored and stored[k.key_id] != fingerprint(k)
+        k.key_id for k in keyring.keys if k.key_id in stored and stored[k.key_id] != fingerprint(k)
     ]
 
 
@@ -52,7 +50,7 @@ def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:
     :raises ConfigurationError: naming the key id, never any key material.
     """
     stored = _recorded(db)  # one read: what is checked is what decides what to record
-    for key in _keys(keyring):
+    for key in keyring.keys:
         if key.key_id in stored:
             if stored[key.key_id] != fingerprint(key):
                 raise _refusal(key.key_id)
@@ -67,10 +65,6 @@ def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:
         except IntegrityError:  # another process recorded it meanwhile: check that one
             if _recorded(db)[key.key_id] != fingerprint(key):
                 raise _refusal(key.key_id) from None
-
-
-def _keys(keyring: MasterKeyring) -> tuple[MasterKey, ...]:
-    return (keyring.current, *keyring.previous)
 
 
 def _recorded(db: Engine) -> dict[str, str]:

@@ -26,8 +26,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
+from prefect.states import Crashed
 
 from notifications.dispatch import dispatch_pending
 from sop_engine.runtime import periodic
@@ -176,17 +186,6 @@ def _crash_dead_runs(name: str, own: str, lease: timedelta) -> None:
     run that is alive either holds it or ends within seconds), and their process is gone
     (a killed worker takes its runs with it) or no longer renews it. A Prefect server that
     cannot be asked only delays the marking to a later run; it never stops this one."""
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.client.schemas.filters import (  # noqa: PLC0415
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType  # noqa: PLC0415
-    from prefect.states import Crashed  # noqa: PLC0415
-
     cutoff = datetime.now(UTC) - lease
     try:
         with get_client(sync_client=True) as client:

@@ -41,7 +41,7 @@ RETIRED = "retired:sha256"
 @cache
 def _keys(ring: MasterKeyring) -> tuple[bytes, ...]:
     """The MAC keys of the ring, current first (cached: HKDF once per ring and process)."""
-    return tuple(derive_key(k, PURPOSE) for k in (ring.current, *ring.previous))
+    return tuple(derive_key(k, PURPOSE) for k in ring.keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,16 +67,10 @@ class Lease:
         """Extend the lease by its length from now; False when it was lost (it ran out and
         another run took it): the caller stops."""
         until = self.clock.now() + self.length
-        with self.db.begin() as conn:
-            changed = conn.execute(
-                update(_PR)
-                .where(_PR.c.name == self.name, _PR.c.holder == self.holder)
-                .where(_PR.c.lease_until == self.until)
-                .values(lease_until=until)
-            ).rowcount
+        changed = self._update_if_ours(lease_until=until)
         if changed:
             self.until = until
-        return bool(changed)
+        return changed
 
     def due_for_renewal(self) -> bool:
         """Half of the lease is gone."""
@@ -85,30 +79,28 @@ class Lease:
     def release(self) -> None:
         """Free the lease without recording a success (the run failed): the next run need
         not wait for it to run out."""
-        with self.db.begin() as conn:
-            conn.execute(
-                update(_PR)
-                .where(_PR.c.name == self.name, _PR.c.holder == self.holder)
-                .where(_PR.c.lease_until == self.until)
-                .values(lease_until=None, holder=None)
-            )
+        self._update_if_ours(lease_until=None, holder=None)
 
     def finish(self, counts: dict[str, int]) -> bool:
         """Record the success (now, with its counts) and free the lease; False when it was
         lost meanwhile (the work done still stands: every step of it was claimed)."""
-        now = self.clock.now()
+        return self._update_if_ours(
+            lease_until=None,
+            holder=None,
+            succeeded_at=self.clock.now(),
+            success_began_at=_PR.c.started_at,
+            counts=dict(counts),
+        )
+
+    def _update_if_ours(self, **values: Any) -> bool:
+        """Write ``values`` on the lease's row while it is still this lease (its holder, its
+        end); False when it is not."""
         with self.db.begin() as conn:
             changed = conn.execute(
                 update(_PR)
                 .where(_PR.c.name == self.name, _PR.c.holder == self.holder)
                 .where(_PR.c.lease_until == self.until)
-                .values(
-                    lease_until=None,
-                    holder=None,
-                    succeeded_at=now,
-                    success_began_at=_PR.c.started_at,
-                    counts=dict(counts),
-                )
+                .values(**values)
             ).rowcount
         return bool(changed)
 
