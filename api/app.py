@@ -13,6 +13,7 @@ from api.auth_limits import FailedAuthLimit
 from api.characters import TextOnly
 from api.headers import SecurityHeaders
 from api.limits import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimit
+from api.metrics import MetricsAccess, RequestMetrics, database_collector, new_registry
 from api.oidc import BearerAuth
 from api.routes import (
     audit,
@@ -20,6 +21,7 @@ from api.routes import (
     events,
     health,
     inbox,
+    metrics,
     notices,
     referrals,
     sops,
@@ -45,6 +47,8 @@ def create_app(
     strict_transport_security: bool = False,
     single_coordinator: bool = False,
     sweep_interval: timedelta = timedelta(seconds=60),
+    metrics_token: str | None = None,
+    metrics_open: bool = True,
 ) -> FastAPI:
     """The API over ``runtime``.
 
@@ -60,7 +64,9 @@ def create_app(
     :mod:`api.headers`, with ``Strict-Transport-Security`` when asked. ``single_coordinator``
     lets an SOP's uploader approve it alone (a demo; see :mod:`sop_engine.publishing`).
     ``sweep_interval`` is the escalation sweep's: ``/ready`` turns 503 when the last sweep
-    succeeded more than two intervals ago (see :mod:`api.routes.health`).
+    succeeded more than two intervals ago (see :mod:`api.routes.health`). ``GET /metrics``
+    needs ``metrics_token`` as a bearer token when one is given, and is refused without one
+    unless ``metrics_open`` (see :mod:`api.metrics`).
     """
     app = FastAPI(
         title="sop-engine",
@@ -75,11 +81,17 @@ def create_app(
     app.state.auth_limit = auth_limit or FailedAuthLimit()
     app.state.single_coordinator = single_coordinator
     app.state.readiness = health.Readiness(head_revision(), sweep_interval)
+    registry, latency = new_registry()
+    registry.register(database_collector(lambda: app.state.runtime))
+    app.state.metrics_registry = registry
+    app.state.metrics_access = MetricsAccess(metrics_token, metrics_open)
     errors.install(app)
     app.add_middleware(TextOnly)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     app.add_middleware(SecurityHeaders, strict_transport_security=strict_transport_security)
+    app.add_middleware(RequestMetrics, latency=latency)  # outermost: times all of it
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(sops.router)
     app.include_router(referrals.router)
     app.include_router(inbox.router)

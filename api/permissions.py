@@ -32,8 +32,11 @@ _DIRECTORY_READERS = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT
 _EVERYONE = frozenset({COORDINATOR, CASEWORKER, SUPERVISOR, FOCAL_POINT, AUDITOR})
 """Routes about the caller's own things (her notices), whatever her role."""
 
-PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/health"), ("GET", "/ready")})
-"""Routes anyone may call, without a token."""
+PUBLIC: frozenset[tuple[str, str]] = frozenset(
+    {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
+)
+"""Routes that take no user's token. ``/metrics`` has a scrape token of its own
+(:mod:`api.metrics`): open in development, required in production."""
 
 PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("GET", "/sops"): _SOP_READERS,

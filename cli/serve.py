@@ -113,6 +113,7 @@ def build_app() -> FastAPI:
     directory = _service_directory(engine, settings.resolved_directory_dir())
     max_age = timedelta(seconds=settings.compliance_max_age_seconds)
     runtime = Runtime(engine, library, keyring, directory=directory, compliance_max_age=max_age)
+    token = settings.metrics_token
     return create_app(
         runtime,
         sop_paths=[settings.sop_dir],
@@ -126,6 +127,8 @@ def build_app() -> FastAPI:
         strict_transport_security=settings.environment == "production",
         single_coordinator=single_coordinator,
         sweep_interval=timedelta(seconds=settings.sweep_interval_seconds),
+        metrics_token=token.get_secret_value() if token is not None else None,
+        metrics_open=settings.environment != "production",
     )
 
 

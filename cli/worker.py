@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sop_engine.errors import ConfigurationError, DefinitionError
 from sop_engine.settings import Settings, get_settings
+from workflows.health import HealthServer, Watch
 from workflows.runtime import flow_delivery, flow_runtime
 from workflows.server import (
     LocalPrefectServer,
@@ -72,10 +73,14 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
     the worker at once.
     """
     _configure_logging()
-    with _StopSignals() as signals:
+    with _StopSignals() as signals, ExitStack() as cleanup:
         try:
             settings = get_settings()
             _check_engine()
+            watch = Watch()
+            health = _health_server(settings, watch)
+            if health is not None:
+                cleanup.callback(health.stop)
             from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
             from workflows.deployments import deployments
@@ -99,7 +104,7 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
                         settings.verify_interval_seconds,
                     )
                     try:
-                        serve(served)
+                        serve(served, watch=watch)
                     finally:
                         signals.stopping = True
                 log.info("stopped serving")
@@ -116,6 +121,23 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
             return 1
     log.info("worker stopped")
     return 0
+
+
+def _health_server(settings: Settings, watch: Watch) -> HealthServer | None:
+    """The worker's ``GET /health`` when ``SOP_ENGINE_WORKER_HEALTH_PORT`` is set.
+
+    :raises ConfigurationError: when its address cannot be bound.
+    """
+    port = settings.worker_health_port
+    if port is None:
+        return None
+    host = settings.worker_health_host
+    try:
+        return HealthServer(watch, host, port).start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"SOP_ENGINE_WORKER_HEALTH_PORT: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
 
 
 def _check_engine() -> None:

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (``whsec_`` + base64); none means no webhooks."""
     webhook_timeout_seconds: float = 10.0
 
+    metrics_token: SecretStr | None = None
+    """The bearer token Prometheus sends to scrape ``GET /metrics``. Without one, the
+    metrics are open in development and refused (403) in production."""
+    worker_health_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where ``sop-engine worker`` answers ``GET /health`` (its own liveness: it polls
+    Prefect for runs); none means it does not listen. 0 picks a free port (logged)."""
+    worker_health_host: str = "127.0.0.1"
+    """The address the worker's health listens on (``0.0.0.0`` in a container)."""
+
     single_coordinator: bool = False
     """Let the coordinator who uploaded an SOP approve it alone (a demo with one coordinator).
     Off by default: a second coordinator approves every SOP that goes live. Production

@@ -18,10 +18,13 @@ import asyncio
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
+
+from workflows.health import Watch
 
 __all__ = ["PROCESS_LIMIT", "STOP_SIGNALS", "runner_name", "serve"]
 
@@ -39,20 +42,28 @@ def runner_name() -> str:
     return f"sop-engine-{host}"
 
 
-def serve(deployments: Sequence[RunnerDeployment], *, name: str | None = None) -> None:
+def serve(
+    deployments: Sequence[RunnerDeployment], *, name: str | None = None, watch: Watch | None = None
+) -> None:
     """Serve ``deployments`` until SIGTERM or SIGINT, then return once the runner stopped.
 
     The signal handlers in place before are back when it returns. Must be called from the
     main thread, outside an event loop.
 
+    ``watch`` (:mod:`workflows.health`) learns when the runner serves and stops, and sees its
+    polls.
+
     :raises Exception: whatever stops the runner otherwise (the Prefect API gone for good).
     """
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    asyncio.run(_serve(list(deployments), name or runner_name(), previous))
+    asyncio.run(_serve(list(deployments), name or runner_name(), previous, watch or Watch()))
 
 
 async def _serve(
-    deployments: list[RunnerDeployment], name: str, previous: dict[signal.Signals, _Handler]
+    deployments: list[RunnerDeployment],
+    name: str,
+    previous: dict[signal.Signals, _Handler],
+    watch: Watch,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -67,8 +78,10 @@ async def _serve(
         if stop.is_set():
             return
         serving = asyncio.create_task(runner.start())
+        watch.serving(lambda: runner.last_polled, timedelta(seconds=runner.query_seconds))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        watch.stopping()
         stopping.cancel()
         if not serving.done():
             while not runner.started and not serving.done():  # a signal during start-up
@@ -77,6 +90,7 @@ async def _serve(
                 await runner.astop()
         await serving
     finally:
+        watch.stopping()
         for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
             if handler is not None:

@@ -78,14 +78,23 @@ def default_database_url(data_dir: Path) -> str:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for a SQLite or PostgreSQL URL, set up as the module docstring describes.
 
-    :raises ConfigurationError: for any other kind of database. The message names the URL's
-        scheme only, so that a password in it is never shown.
+    :raises ConfigurationError: for any other kind of database, and for a PostgreSQL URL
+        whose driver is not installed. The message names the URL's scheme only, so that a
+        password in it is never shown.
     """
     parsed = make_url(url)
     backend, _, driver = parsed.drivername.partition("+")
     if backend in _POSTGRES_ALIASES:
         parsed = parsed.set(drivername=f"postgresql+{driver or 'psycopg'}")
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        except ImportError as exc:  # the driver's module is absent: a setup fault, one line
+            raise ConfigurationError(
+                f"the PostgreSQL driver for '{parsed.drivername}' is not installed "
+                f"({exc.name or 'its module'} cannot be imported): install the engine with "
+                "its dependencies (pip install -e .), which bring psycopg, or pip install "
+                "'psycopg[binary]'"
+            ) from None
     if backend == "sqlite" and driver in ("", "pysqlite"):
         return _sqlite_engine(parsed, echo=echo)
     raise ConfigurationError(

@@ -86,6 +86,7 @@ def _calls(client: TestClient, users: Users) -> dict[str, list[tuple[str | None,
     return {
         "/health": [(None, "/health")],
         "/ready": [(None, "/ready")],
+        "/metrics": [(None, "/metrics")],
         "/sops": [("coordinator", "/sops")],
         "/sops/pending": [("coordinator", "/sops/pending")],
         "/sops/{key}/{version}": [("coordinator", "/sops/example.corridor/1")],
