@@ -579,3 +579,27 @@ def test_two_rotations_at_once_rewrap_each_case_key_once(
     assert all(c[2] == 0 for c in counts)
     assert _usage(engine) == {"k2": 60}
     assert _names(engine, library, NEW_ONLY) == names
+
+
+def test_keys_rotate_does_not_import_the_sop_compiler_or_the_web(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['keys', 'rotate'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=_env(sqlite_engine, ROTATING, tmp_path),
+    )
+    loaded = set(result.stdout.split())
+    assert "sqlalchemy" in loaded  # it ran
+    assert not loaded & {"cel", "transitions", "yaml", "prefect", "fastapi", "uvicorn", "jinja2"}
