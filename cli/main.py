@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.database import database, settings_engine
+from cli.keys import keys
 from cli.users import users
 from sop_engine.directory.vocabulary import CORRIDOR_ROLES, SERVICES
 
@@ -110,41 +111,6 @@ def diagram(ref: str, paths: tuple[Path, ...]) -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(mermaid(sop.spec), nl=False)
-
-
-@cli.group()
-def keys() -> None:
-    """Master keys (SOP_ENGINE_MASTER_KEY), which wrap every referral's case key."""
-
-
-@keys.command("generate")
-@click.option(
-    "--id",
-    "key_id",
-    default="k1",
-    show_default=True,
-    help="The new key's id (letters, digits, '.', '_', '-'); a rotation's new key needs a new id.",
-)
-def keys_generate(key_id: str) -> None:
-    """Print a new random master key as SOP_ENGINE_MASTER_KEY reads it (KEYID:BASE64URL).
-
-    Keep it in a secret store, never in the database's backups; lose it and every referral
-    is unreadable.
-    """
-    from sop_engine.crypto import MasterKey
-    from sop_engine.errors import ConfigurationError
-
-    try:
-        key = MasterKey.generate(key_id)
-    except ConfigurationError as exc:
-        click.echo(f"--id: {exc}", err=True)
-        sys.exit(2)
-    click.echo(key.to_setting())
-    click.echo(
-        "a new master key: put it in SOP_ENGINE_MASTER_KEY (from a secret store), and keep a "
-        "copy apart from the database's backups",
-        err=True,
-    )
 
 
 @cli.group()
@@ -429,6 +395,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     sys.exit(run_serve(host=host, port=port, worker=not no_worker))
 
 
+cli.add_command(keys)
 cli.add_command(users)
 
 
