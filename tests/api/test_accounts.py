@@ -199,7 +199,7 @@ def test_a_contact_is_checked_stored_and_changed(engine: Engine) -> None:
     changed = set_contact(engine, "coord-kh", language="vi", timezone="")
     assert changed.contact == Contact("coord@lead.kh-syn.example", "vi", None)
 
-    bad = [
+    bad: list[tuple[dict[str, str], str]] = [
         ({"email": "coord@@lead.kh-syn.example"}, "email"),
         ({"email": "coord@lead.kh-syn.example, other@lead.kh-syn.example"}, "email"),
         ({"language": "fr"}, "language"),
@@ -212,8 +212,16 @@ def test_a_contact_is_checked_stored_and_changed(engine: Engine) -> None:
         assert refused.value.field == field
         assert "\n" not in str(refused.value)
         assert "lead.kh-syn" not in str(refused.value)
+        email, language, zone = (values.get(k) for k in ("email", "language", "timezone"))
         with pytest.raises(InvalidInput):
-            create_user(engine, f"coord-{field}", "coordinator", **values)
+            create_user(
+                engine,
+                f"coord-{field}",
+                "coordinator",
+                email=email,
+                language=language,
+                timezone=zone,
+            )
     assert [a.username for a in list_users(engine)] == ["coord-kh"]
     assert list_users(engine)[0].contact == changed.contact
     with pytest.raises(NotFound):
