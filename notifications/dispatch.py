@@ -24,8 +24,8 @@ not hold back the others' or the message: it is logged by user id and listed in 
 ``delivered`` timeline entry, so that an operator fixes her address.
 
 The runtime's ``claim_outbox``, ``mark_sent`` and ``mark_failed_attempt`` are the only
-writers of the outbox's status; this module reads the outbox only for ``created_at``, and the
-users for their contacts.
+writers of the outbox's status; this module reads the outbox only for ``created_at``, and
+(through :func:`~notifications.recipients.role_members`) the users only for their contacts.
 """
 
 from __future__ import annotations
