@@ -11,6 +11,10 @@ it was made); rotating a token replaces its hash, so the old token stops working
 next request, and gives the new one a fresh lifetime. The user keeps her id, role and
 agency, so timelines and access logs still name her. A disabled user's tokens are refused
 at once: every request looks the token up again; nothing is cached.
+
+A user may carry a contact for notifications (:mod:`api.contacts`): an e-mail address, a
+language and a time zone, given when she is created or changed later (:func:`set_contact`).
+The dispatcher e-mails a role's messages to its active users who have an address.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.contacts import Contact, check_email, check_language, check_timezone
 from api.roles import AGENCY_ROLES, ROLES
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.persistence.db import read_transaction
@@ -47,6 +52,7 @@ __all__ = [
     "list_users",
     "lookup_token",
     "rotate_token",
+    "set_contact",
     "set_disabled",
 ]
 
@@ -90,6 +96,7 @@ class Account:
     disabled_at: datetime | None
     token_issued_at: datetime
     token_expires_at: datetime
+    contact: Contact = Contact()  # noqa: RUF009 (frozen: one shared value is safe)
 
     def status(self, now: datetime) -> Literal["active", "disabled", "expired"]:
         if self.disabled_at is not None:
@@ -121,6 +128,15 @@ def _check_agency(agency_id: str, directory: ServiceDirectory) -> None:
         raise InvalidInput(str(exc), field="agency") from None
 
 
+def _checked_contact(email: str | None, language: str | None, timezone: str | None) -> Contact:
+    """The contact as stored; "" or None for a field means none."""
+    return Contact(
+        email=check_email(email) if email else None,
+        language=check_language(language) if language else None,
+        timezone=check_timezone(timezone) if timezone else None,
+    )
+
+
 def create_user(
     db: Engine,
     username: str,
@@ -130,10 +146,14 @@ def create_user(
     directory: ServiceDirectory | None = None,
     lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
     now: datetime | None = None,
+    email: str | None = None,
+    language: str | None = None,
+    timezone: str | None = None,
 ) -> NewUser:
     """Create a user with a fresh token valid for ``lifetime``; refuse an unknown role, a
     taken username, and, given the ``directory`` (the files with the managed entries over
-    them), an agency it does not list (with a "did you mean")."""
+    them), an agency it does not list (with a "did you mean"). ``email``, ``language`` and
+    ``timezone`` are her contact for notifications, each checked (:mod:`api.contacts`)."""
     if not username or len(username) > 100:
         raise InvalidInput("a username has 1 to 100 characters", field="username")
     if not username.isprintable() or username.split() != [username]:
@@ -144,6 +164,7 @@ def create_user(
         raise InvalidInput(f"a {role} acts for an agency; give one", field="agency")
     if agency_id and directory is not None:
         _check_agency(agency_id, directory)
+    contact = _checked_contact(email, language, timezone)
     token = secrets.token_urlsafe(32)
     principal = Principal(str(uuid.uuid4()), username, role, agency_id or None)
     now = now or datetime.now(UTC)
@@ -160,6 +181,9 @@ def create_user(
                     disabled_at=None,
                     token_issued_at=now,
                     token_expires_at=now + lifetime,
+                    email=contact.email,
+                    language=contact.language,
+                    timezone=contact.timezone,
                 )
             )
     except IntegrityError:
@@ -177,6 +201,7 @@ def _account(row: Any) -> Account:
         disabled_at=row.disabled_at,
         token_issued_at=row.token_issued_at,
         token_expires_at=row.token_expires_at,
+        contact=Contact(row.email, row.language, row.timezone),
     )
 
 
@@ -189,6 +214,9 @@ _ACCOUNT_COLUMNS = (
     _U.c.disabled_at,
     _U.c.token_issued_at,
     _U.c.token_expires_at,
+    _U.c.email,
+    _U.c.language,
+    _U.c.timezone,
 )
 
 
@@ -221,6 +249,31 @@ def set_disabled(
     stamp = (now or datetime.now(UTC)) if disabled else None
     with db.begin() as conn:
         return _change(conn, username, disabled_at=stamp)
+
+
+def set_contact(
+    db: Engine,
+    username: str,
+    *,
+    email: str | None = None,
+    language: str | None = None,
+    timezone: str | None = None,
+) -> Account:
+    """Change the user's contact for notifications: each field given replaces hers, ``""``
+    removes it, None leaves it as it is. Every field given is checked before anything is
+    stored (:mod:`api.contacts`).
+
+    :raises InvalidInput: a field is not an address, a template language or a time zone, or
+        no field is given.
+    :raises NotFound: no user has this username.
+    """
+    given = {"email": email, "language": language, "timezone": timezone}
+    checked = _checked_contact(email, language, timezone)
+    values = {name: getattr(checked, name) for name, value in given.items() if value is not None}
+    if not values:
+        raise InvalidInput("nothing to change: give an email, a language or a time zone")
+    with db.begin() as conn:
+        return _change(conn, username, **values)
 
 
 def rotate_token(

@@ -1,13 +1,13 @@
-"""``sop-engine users``: add, list, disable, enable and rotate-token. Tokens are printed once,
-on stdout; everything else goes to stderr, so that ``TOKEN=$(sop-engine users add ...)``
-keeps only the token. The work is :mod:`api.users`'s."""
+"""``sop-engine users``: add, list, set-contact, disable, enable and rotate-token. Tokens
+are printed once, on stdout; everything else goes to stderr, so that
+``TOKEN=$(sop-engine users add ...)`` keeps only the token. The work is :mod:`api.users`'s."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -54,6 +54,41 @@ def _expiry(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M} UTC"
 
 
+_CONTACT_FIELDS = ("agency", "email", "language", "timezone")
+"""Fields named by the option that gave them, in an error."""
+
+
+def _contact_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--email``, ``--language`` and ``--timezone``: how notifications reach the user."""
+    for option in reversed(
+        (
+            click.option(
+                "--email",
+                metavar="ADDRESS",
+                help="Where her role's notifications reach her by e-mail.",
+            ),
+            click.option(
+                "--language",
+                metavar="LANG",
+                help="The language she reads them in: en, th, km, lo, my or vi.",
+            ),
+            click.option(
+                "--timezone",
+                metavar="ZONE",
+                help="The IANA time zone she reads due times in, such as Asia/Bangkok.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _refuse(exc: Exception) -> NoReturn:
+    field = getattr(exc, "field", None)
+    click.echo(f"--{field}: {exc}" if field in _CONTACT_FIELDS else str(exc), err=True)
+    sys.exit(1)
+
+
 @users.command("add")
 @click.argument("username")
 @click.option(
@@ -68,7 +103,16 @@ def _expiry(at: datetime) -> str:
     metavar="AGENCY",
     help="The agency the user acts for: an id of the service directory.",
 )
-def users_add(username: str, role: str, agency_id: str | None) -> None:
+@_contact_options
+def users_add(
+    username: str,
+    role: str,
+    *,
+    agency_id: str | None,
+    email: str | None,
+    language: str | None,
+    timezone: str | None,
+) -> None:
     """Create a user and print its bearer token, once: only its hash is stored."""
     from api.users import create_user
     from sop_engine.errors import InvalidInput
@@ -78,11 +122,18 @@ def users_add(username: str, role: str, agency_id: str | None) -> None:
         directory = _agency_directory(engine) if agency_id else None
         try:
             created = create_user(
-                engine, username, role, agency_id, directory=directory, lifetime=_token_lifetime()
+                engine,
+                username,
+                role,
+                agency_id,
+                directory=directory,
+                lifetime=_token_lifetime(),
+                email=email,
+                language=language,
+                timezone=timezone,
             )
         except InvalidInput as exc:
-            click.echo(f"--{exc.field}: {exc}" if exc.field == "agency" else str(exc), err=True)
-            sys.exit(1)
+            _refuse(exc)
     click.echo(created.token)
     click.echo(
         f"user {username} ({role}) created; the token above is shown only this once and "
@@ -94,7 +145,8 @@ def users_add(username: str, role: str, agency_id: str | None) -> None:
 @users.command("list")
 def users_list() -> None:
     """One line per user: USERNAME, ROLE, AGENCY, STATUS (active, disabled, expired), when
-    the token expires, and the user id that timelines and the access log name. No token."""
+    the token expires, the user id that timelines and the access log name, then her EMAIL,
+    LANGUAGE and TIMEZONE ('-' for none). No token."""
     from api.users import list_users
 
     engine = settings_engine()
@@ -104,13 +156,14 @@ def users_list() -> None:
     for a in accounts:
         click.echo(
             f"{a.username}\t{a.role}\t{a.agency_id or '-'}\t{a.status(now)}\t"
-            f"expires {_expiry(a.token_expires_at)}\t{a.id}"
+            f"expires {_expiry(a.token_expires_at)}\t{a.id}\t"
+            f"{a.contact.email or '-'}\t{a.contact.language or '-'}\t{a.contact.timezone or '-'}"
         )
     click.echo(f"{len(accounts)} users.", err=True)
 
 
 def _change_user(change: Callable[[Engine], Account]) -> Account:
-    from sop_engine.errors import NotFound
+    from sop_engine.errors import InvalidInput, NotFound
 
     engine = settings_engine()
     with database(engine):
@@ -119,6 +172,32 @@ def _change_user(change: Callable[[Engine], Account]) -> Account:
         except NotFound as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)
+        except InvalidInput as exc:
+            _refuse(exc)
+
+
+@users.command("set-contact")
+@click.argument("username")
+@_contact_options
+def users_set_contact(
+    username: str, email: str | None, language: str | None, timezone: str | None
+) -> None:
+    """Change how notifications reach the user: each option given replaces hers, an empty
+    one ('--email ""') removes it, the others stay."""
+    from api.users import set_contact
+
+    account = _change_user(
+        lambda engine: set_contact(
+            engine, username, email=email, language=language, timezone=timezone
+        )
+    )
+    c = account.contact
+    zone = c.timezone or "none (the SOP's, else UTC)"
+    click.echo(
+        f"user {username}: email {'set' if c.email else 'none'}, language "
+        f"{c.language or 'none (English)'}, time zone {zone}",
+        err=True,
+    )
 
 
 @users.command("disable")

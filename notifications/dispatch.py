@@ -1,20 +1,31 @@
-"""Deliver what the outbox holds: claim a batch, find each recipient in the service directory,
-render the message in the recipient's language and time zone, send it, record the outcome.
+"""Deliver what the outbox holds: claim a batch, find each recipient, render the message in
+the recipient's language and time zone, send it, record the outcome.
 
 Every message goes to the in-app inbox. A message for an agency whose directory entry has
 an email address or a webhook URL also goes there, when that channel is configured
 (:func:`build_channels`). An agency reached by telephone or in-app, one without an address,
-one the directory does not list, and a role without an agency (an SOP's coordinators) get
-the in-app inbox only: not an error, since the inbox is where every notice can be read.
+and one the directory does not list get the in-app inbox only: not an error, since the
+inbox is where every notice can be read. A message for a role without an agency (an SOP's
+coordinators) also goes, when email is configured, to each active user of the role who has
+an e-mail address, in her language and time zone (:mod:`notifications.recipients`).
 
-A failure of any channel, or of rendering (a bug), is a failed attempt: the runtime retries
-the message with backoff and, after ``MAX_ATTEMPTS``, declares it dead with an incident on
-the referral's timeline and a ``delivery_failed`` notice to the coordinators. It never stops
-the batch. A channel that was reached before another one failed receives the message again
-on the next attempt, with the same message id, and drops it as a duplicate.
+A failure of any channel, or of rendering (a bug), is a failed attempt. A retryable one
+(a busy server, a timeout) is retried with backoff and, after ``MAX_ATTEMPTS``, the message
+is declared dead with an incident on the referral's timeline and a ``delivery_failed``
+notice to the coordinators; a final one (SMTP 5xx, HTTP 4xx but 408 and 429, no address)
+declares it dead on that attempt. It never stops the batch. A channel that was reached
+before another one failed receives the message again on the next attempt, with the same
+message id, and drops it as a duplicate.
+
+A role's e-mail copies are at least once too: when one user's copy fails retryably, the
+next attempt sends every copy again, each with its own id (the same on every attempt), and
+mail clients drop the repeats. One user's copy refused for good (her address is wrong) does
+not hold back the others' or the message: it is logged by user id and listed in the
+``delivered`` timeline entry, so that an operator fixes her address.
 
 The runtime's ``claim_outbox``, ``mark_sent`` and ``mark_failed_attempt`` are the only
-writers of the outbox's status; this module reads the outbox only for ``created_at``.
+writers of the outbox's status; this module reads the outbox only for ``created_at``, and
+(through :func:`~notifications.recipients.role_members`) the users only for their contacts.
 """
 
 from __future__ import annotations
@@ -22,14 +33,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from types import MappingProxyType
 
 from sqlalchemy import Engine, select
 
-from notifications.catalogue import FALLBACK_LANGUAGE, TEMPLATES_DIR, languages_of
 from notifications.channels import (
     Channel,
     DeliveryError,
@@ -38,9 +46,20 @@ from notifications.channels import (
     SmtpChannel,
     WebhookChannel,
 )
-from notifications.render import Renderer
+from notifications.recipients import (
+    COUNTRY_TIMEZONES,
+    EMAIL,
+    IN_APP,
+    Member,
+    Recipient,
+    copy_id,
+    find_recipient,
+    member_recipient,
+    role_members,
+)
+from notifications.render import RenderedMessage, Renderer
 from sop_engine.directory import ServiceDirectory
-from sop_engine.errors import ConcurrentChange, NotFound
+from sop_engine.errors import ConcurrentChange
 from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.models import OutboxMessage, table
 from sop_engine.runtime.engine import Runtime
@@ -59,18 +78,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _O = table(OutboxMessage)
-IN_APP = "in_app"
-DEFAULT_TIMEZONE = "UTC"
-COUNTRY_TIMEZONES: Mapping[str, str] = MappingProxyType(
-    {
-        "TH": "Asia/Bangkok",
-        "KH": "Asia/Phnom_Penh",
-        "LA": "Asia/Vientiane",
-        "VN": "Asia/Ho_Chi_Minh",
-        "MM": "Asia/Yangon",
-    }
-)
-"""The time zone a country's agencies read due times in (Myanmar is UTC+06:30)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,41 +98,25 @@ class DispatchReport:
 
 
 @dataclass(frozen=True, slots=True)
-class Recipient:
-    """How a message is read: ``language`` (one the template is written in) and
-    ``timezone``; and ``channel`` and ``address`` when it also leaves by email or webhook."""
+class Failure:
+    """Why an attempt failed, for the outbox and the timeline: an exception type and a code
+    (never an address or the text), and whether a later attempt may pass."""
 
-    language: str
-    timezone: str
-    channel: str | None = None
-    address: str | None = None
+    error: str
+    retryable: bool
 
 
-def find_recipient(
-    directory: ServiceDirectory,
-    agency_id: str | None,
-    template: str,
-    templates: Path = TEMPLATES_DIR,
-) -> Recipient:
-    """The recipient of ``template`` at ``agency_id`` (None: a role without an agency).
+@dataclass
+class Delivery:
+    """What one attempt at one message did."""
 
-    The language is the first of the agency's languages that the template is written in
-    (under ``templates``), else English; the time zone is its country's. An agency the
-    directory does not list, or none, reads English in UTC in the in-app inbox.
-    """
-    if agency_id is None:
-        return Recipient(FALLBACK_LANGUAGE, DEFAULT_TIMEZONE)
-    try:
-        agency = directory.agency(agency_id)
-    except NotFound:
-        log.warning("agency %s is not in the service directory: in-app inbox only", agency_id)
-        return Recipient(FALLBACK_LANGUAGE, DEFAULT_TIMEZONE)
-    written = languages_of(template, templates)
-    language = next((lang for lang in agency.languages if lang in written), FALLBACK_LANGUAGE)
-    timezone = COUNTRY_TIMEZONES.get(agency.country, DEFAULT_TIMEZONE)
-    if agency.contact_channel == IN_APP or not agency.contact_address:
-        return Recipient(language, timezone)
-    return Recipient(language, timezone, agency.contact_channel, agency.contact_address)
+    channels: list[str] = field(default_factory=list)
+    """The channels that took the message (each once)."""
+    users: int = 0
+    """The role's users who got their own e-mail copy."""
+    refused_users: dict[str, str] = field(default_factory=dict)
+    """User id -> the code her copy was refused with for good."""
+    failure: Failure | None = None
 
 
 def dispatch_pending(
@@ -149,25 +140,45 @@ def dispatch_pending(
     renderer = renderer or Renderer()
     claims = runtime.claim_outbox(limit, worker=worker, lease=lease)
     created = _created_at(runtime.db, [claim.id for claim in claims])
+    members: dict[str, list[Member]] = {}
     tally: Counter[str] = Counter()
     for claim in claims:
         if runtime.clock.now() >= claim.lease_until:
             tally["skipped"] += 1
             continue
+        if claim.recipient_agency_id is None and EMAIL in by_name:
+            if claim.recipient_role not in members:
+                now = runtime.clock.now()
+                members[claim.recipient_role] = role_members(runtime.db, claim.recipient_role, now)
+            role = members[claim.recipient_role]
+        else:
+            role = []
         created_at = created.get(claim.id) or runtime.clock.now()
-        error = _deliver(claim, created_at, directory, by_name, renderer)
-        if error is None:
-            tally["sent" if runtime.mark_sent(claim) else "skipped"] += 1
-            continue
-        log.warning("outbox message %s (%s) not delivered: %s", claim.id, claim.template, error)
-        try:
-            status = runtime.mark_failed_attempt(claim, error)
-        except ConcurrentChange:
-            # The referral changed while its incident was being written: nothing was
-            # recorded, and the next claim after the lease tries again.
-            status = "pending"
-        tally["dead" if status == "dead" else "retried"] += 1
+        done = _deliver(claim, created_at, directory, by_name, renderer, members=role)
+        tally[_record(runtime, claim, done)] += 1
     return DispatchReport(**tally)
+
+
+def _record(runtime: Runtime, claim: OutboxClaim, done: Delivery) -> str:
+    """Record the attempt's outcome; the report's count it falls in."""
+    for user, code in done.refused_users.items():
+        log.warning("outbox message %s: the copy for user %s was refused: %s", claim.id, user, code)
+    try:
+        if done.failure is None:
+            sent = runtime.mark_sent(
+                claim, channels=done.channels, users=done.users, refused_users=done.refused_users
+            )
+            return "sent" if sent else "skipped"
+        failure = done.failure
+        log.warning(
+            "outbox message %s (%s) not delivered: %s", claim.id, claim.template, failure.error
+        )
+        status = runtime.mark_failed_attempt(claim, failure.error, retryable=failure.retryable)
+    except ConcurrentChange:
+        # The referral kept changing while the timeline entry was being written: nothing
+        # was recorded, and the next claim after the lease tries again.
+        return "retried"
+    return "dead" if status == "dead" else "retried"
 
 
 def build_channels(settings: Settings, engine: Engine) -> list[Channel]:
@@ -203,20 +214,78 @@ def _deliver(
     directory: ServiceDirectory,
     channels: Mapping[str, Channel],
     renderer: Renderer,
-) -> str | None:
-    """Send one message on each of its channels; the error to record, or None when sent.
+    *,
+    members: list[Member],
+) -> Delivery:
+    """Send one message on each of its channels, then to each of ``members`` (a role's
+    users, for a message without an agency) by e-mail; what it did, or why it failed.
 
-    The error names an exception type and a code, never an address or the message's text.
+    The in-app inbox and the agency's channel must all take it. Of the members' copies, a
+    retryable failure fails the attempt (every copy is sent again next time) and a final one
+    is only listed: her address is hers to fix, the others' copies and the inbox stand.
     """
-    recipient = find_recipient(directory, claim.recipient_agency_id, claim.template, renderer.root)
+    done = Delivery()
+    recipient = find_recipient(
+        directory,
+        claim.recipient_agency_id,
+        claim.template,
+        renderer.root,
+        sop_timezone=claim.sop_timezone,
+    )
+    targets = [channels[IN_APP]]
+    if recipient.channel is not None and recipient.channel in channels:
+        targets.append(channels[recipient.channel])
+    message = _message(claim, created_at, renderer, recipient, claim.id)
+    if isinstance(message, Failure):
+        done.failure = message
+        return done
+    for channel in targets:
+        done.failure = _send(channel, message)
+        if done.failure is not None:
+            return done
+        done.channels.append(channel.name)
+    retryable: list[str] = []
+    for member in members:
+        copy = _message(
+            claim,
+            created_at,
+            renderer,
+            member_recipient(
+                member, claim.template, renderer.root, sop_timezone=claim.sop_timezone
+            ),
+            copy_id(claim.id, member.id),
+        )
+        failure = copy if isinstance(copy, Failure) else _send(channels[EMAIL], copy)
+        if failure is None:
+            done.users += 1
+        elif failure.retryable:
+            retryable.append(f"{failure.error} (user {member.id})")
+        else:
+            done.refused_users[member.id] = failure.error
+    if done.users and EMAIL not in done.channels:
+        done.channels.append(EMAIL)
+    if retryable:
+        done.failure = Failure("; ".join(retryable), retryable=True)
+    return done
+
+
+def _message(
+    claim: OutboxClaim,
+    created_at: datetime,
+    renderer: Renderer,
+    recipient: Recipient,
+    message_id: str,
+) -> OutgoingMessage | Failure:
+    """The message ``recipient`` reads, under ``message_id``; a failure when it cannot be
+    rendered (a template or context bug costs an attempt, not the batch)."""
     try:
-        rendered = renderer.render(
+        rendered: RenderedMessage = renderer.render(
             claim.template, recipient.language, claim.context, timezone=recipient.timezone
         )
-    except Exception as exc:  # a template or context bug costs an attempt, not the batch
-        return f"{type(exc).__name__}:render"
-    message = OutgoingMessage(
-        message_id=claim.id,
+    except Exception as exc:
+        return Failure(f"{type(exc).__name__}:render", retryable=True)
+    return OutgoingMessage(
+        message_id=message_id,
         referral_id=claim.referral_id,
         case_code=str(claim.context.get("case_code", "")),
         template=claim.template,
@@ -228,16 +297,17 @@ def _deliver(
         body=rendered.body,
         created_at=created_at,
     )
-    targets = [channels[IN_APP]]
-    if recipient.channel is not None and recipient.channel in channels:
-        targets.append(channels[recipient.channel])
-    for channel in targets:
-        try:
-            channel.send(message)
-        except DeliveryError as exc:
-            return f"{type(exc).__name__}:{exc.code}"
-        except Exception as exc:  # a channel's own bug or an unforeseen failure
-            return f"{type(exc).__name__}:{channel.name}"
+
+
+def _send(channel: Channel, message: OutgoingMessage) -> Failure | None:
+    """None when ``channel`` took ``message``; the failure names a type and a code, never an
+    address or the message's text."""
+    try:
+        channel.send(message)
+    except DeliveryError as exc:
+        return Failure(f"{type(exc).__name__}:{exc.code}", exc.retryable)
+    except Exception as exc:  # a channel's own bug or an unforeseen failure
+        return Failure(f"{type(exc).__name__}:{channel.name}", retryable=True)
     return None
 
 

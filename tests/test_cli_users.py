@@ -175,3 +175,106 @@ def test_the_lifetime_setting_sets_new_tokens_expiry(
     assert "SOP_ENGINE_TOKEN_LIFETIME_DAYS: Input should be greater than or equal to 1" in (
         refused.stderr
     )
+
+
+# -- contact for notifications -----------------------------------------------------------------
+
+
+def test_add_stores_a_contact_and_list_shows_it(env: dict[str, str | None], engine: Engine) -> None:
+    result = run(
+        env,
+        "add",
+        "coord-th",
+        "--role",
+        "coordinator",
+        "--email",
+        "Coord.TH@Lead.TH-SYN.example",
+        "--language",
+        "TH",
+        "--timezone",
+        "Asia/Bangkok",
+    )
+    assert result.exit_code == 0, result.output
+    assert add(env, "aud", "auditor")
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(_U.c.email, _U.c.language, _U.c.timezone).where(_U.c.username == "coord-th")
+        ).one()
+    assert tuple(stored) == ("Coord.TH@lead.th-syn.example", "th", "Asia/Bangkok")
+    lines = [line.split("\t") for line in run(env, "list").stdout.splitlines()]
+    assert [line[6:] for line in lines] == [
+        ["-", "-", "-"],
+        ["Coord.TH@lead.th-syn.example", "th", "Asia/Bangkok"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("--email", "coord th@lead.th-syn.example", "--email: not an e-mail address: give one"),
+        ("--email", "coord@lead", "--email: not an e-mail address"),
+        ("--email", "a@b.example\r\nBcc: x@y.example", "--email: not an e-mail address"),
+        ("--email", "Coord <coord@lead.th-syn.example>", "--email: not an e-mail address"),
+        ("--email", "ผู้ประสาน@lead.th-syn.example", "--email: not an e-mail address"),
+        ("--email", "a@" + "b" * 250 + ".example", "--email: not an e-mail address"),
+        ("--language", "hmn", "--language: unknown language 'hmn' (languages: en, th, km, lo"),
+        ("--language", "th-TH", "--language: unknown language 'th-TH'"),
+        ("--timezone", "Asia/Bangkoc", "--timezone: unknown time zone 'Asia/Bangkoc' (an IANA"),
+        ("--timezone", "Asia", "--timezone: unknown time zone 'Asia'"),
+        ("--timezone", "../../etc/passwd", "--timezone: unknown time zone"),
+        ("--timezone", "UTC+7", "--timezone: unknown time zone 'UTC+7'"),
+    ],
+)
+def test_add_refuses_a_bad_contact_in_one_line_naming_the_option(
+    env: dict[str, str | None], engine: Engine, option: str, value: str, error: str
+) -> None:
+    result = run(env, "add", "coord-x", "--role", "coordinator", option, value)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(error), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    if option == "--email":
+        assert "lead" not in result.stderr  # the address is not repeated
+    with engine.connect() as conn:
+        assert conn.execute(select(_U)).all() == []
+
+
+def test_set_contact_changes_what_it_is_given_and_clears_what_is_empty(
+    env: dict[str, str | None], engine: Engine
+) -> None:
+    add(env, "coord-la", "coordinator")
+
+    def contact() -> tuple[str | None, ...]:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(_U.c.email, _U.c.language, _U.c.timezone).where(_U.c.username == "coord-la")
+            ).one()
+        return tuple(row)
+
+    result = run(env, "set-contact", "coord-la", "--email", "c@lead.la-syn.example")
+    assert result.exit_code == 0, result.output
+    assert "email set, language none (English)" in result.stderr
+    assert "c@lead" not in result.output
+    assert contact() == ("c@lead.la-syn.example", None, None)
+    ok = run(env, "set-contact", "coord-la", "--language", "lo", "--timezone", "Asia/Vientiane")
+    assert ok.exit_code == 0
+    assert contact() == ("c@lead.la-syn.example", "lo", "Asia/Vientiane")
+
+    refused = run(env, "set-contact", "coord-la", "--language", "lo", "--timezone", "Mars/Base")
+    assert (refused.exit_code, refused.stderr.splitlines()[0]) == (
+        1,
+        "--timezone: unknown time zone 'Mars/Base' (an IANA name such as Asia/Bangkok)",
+    )
+    assert contact() == ("c@lead.la-syn.example", "lo", "Asia/Vientiane")  # nothing changed
+
+    assert run(env, "set-contact", "coord-la", "--email", "").exit_code == 0
+    assert contact() == (None, "lo", "Asia/Vientiane")
+
+    nothing = run(env, "set-contact", "coord-la")
+    assert nothing.exit_code == 1
+    assert "nothing to change" in nothing.stderr
+    unknown = run(env, "set-contact", "coord-lo", "--language", "lo")
+    assert (unknown.exit_code, unknown.stderr.strip()) == (
+        1,
+        "no user 'coord-lo' (did you mean 'coord-la'?)",
+    )

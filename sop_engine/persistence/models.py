@@ -439,6 +439,12 @@ class User(Base):
     """When the current token was made (at creation, then at each rotation)."""
     token_expires_at: Mapped[datetime]
     """From then on the token is refused (401); rotating it gives a fresh lifetime."""
+    email: Mapped[str | None] = mapped_column(String(254))
+    """Where notifications for her role reach her by e-mail (none: the in-app inbox only)."""
+    language: Mapped[str | None] = mapped_column(String(8))
+    """The language she reads notifications in, one the templates are written in."""
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    """The IANA time zone she reads due times in (none: her SOP's, else UTC)."""
 
 
 class AuthFailure(Base):

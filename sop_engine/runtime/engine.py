@@ -8,7 +8,7 @@ the clock, with every operation on referrals as a method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -292,11 +292,22 @@ class Runtime:
     ) -> list[OutboxClaim]:
         return outbox.claim_outbox(self.services, limit=limit, worker=worker, lease=lease)
 
-    def mark_sent(self, claim: OutboxClaim) -> bool:
-        return outbox.mark_sent(self.services, claim)
+    def mark_sent(
+        self,
+        claim: OutboxClaim,
+        *,
+        channels: Iterable[str],
+        users: int = 0,
+        refused_users: Mapping[str, str] | None = None,
+    ) -> bool:
+        return outbox.mark_sent(
+            self.services, claim, channels=channels, users=users, refused_users=refused_users
+        )
 
-    def mark_failed_attempt(self, claim: OutboxClaim, error: str) -> str:
-        return outbox.mark_failed_attempt(self.services, claim, error)
+    def mark_failed_attempt(
+        self, claim: OutboxClaim, error: str, *, retryable: bool
+    ) -> Literal["pending", "dead"]:
+        return outbox.mark_failed_attempt(self.services, claim, error, retryable=retryable)
 
     def verify_timeline(
         self, case_code: str | None = None, *, record: bool = False

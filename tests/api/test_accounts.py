@@ -175,3 +175,54 @@ def test_a_username_is_one_printable_word(runtime: Runtime, name: str) -> None:
         create_user(runtime.db, name, "auditor")
     assert refused.value.field == "username"
     assert list_users(runtime.db) == []
+
+
+# -- contact for notifications ---------------------------------------------------------------
+
+
+def test_a_contact_is_checked_stored_and_changed(engine: Engine) -> None:
+    from api.contacts import Contact
+    from api.users import set_contact
+
+    create_user(
+        engine,
+        "coord-kh",
+        "coordinator",
+        email="coord@lead.kh-syn.example",
+        language="km",
+        timezone="Asia/Phnom_Penh",
+        now=START,
+    )
+    [account] = list_users(engine)
+    assert account.contact == Contact("coord@lead.kh-syn.example", "km", "Asia/Phnom_Penh")
+
+    changed = set_contact(engine, "coord-kh", language="vi", timezone="")
+    assert changed.contact == Contact("coord@lead.kh-syn.example", "vi", None)
+
+    bad: list[tuple[dict[str, str], str]] = [
+        ({"email": "coord@@lead.kh-syn.example"}, "email"),
+        ({"email": "coord@lead.kh-syn.example, other@lead.kh-syn.example"}, "email"),
+        ({"language": "fr"}, "language"),
+        ({"timezone": "Asia/Phnom Penh"}, "timezone"),
+        ({"timezone": "\x00"}, "timezone"),
+    ]
+    for values, field in bad:
+        with pytest.raises(InvalidInput) as refused:
+            set_contact(engine, "coord-kh", **values)
+        assert refused.value.field == field
+        assert "\n" not in str(refused.value)
+        assert "lead.kh-syn" not in str(refused.value)
+        email, language, zone = (values.get(k) for k in ("email", "language", "timezone"))
+        with pytest.raises(InvalidInput):
+            create_user(
+                engine,
+                f"coord-{field}",
+                "coordinator",
+                email=email,
+                language=language,
+                timezone=zone,
+            )
+    assert [a.username for a in list_users(engine)] == ["coord-kh"]
+    assert list_users(engine)[0].contact == changed.contact
+    with pytest.raises(NotFound):
+        set_contact(engine, "coord-kx", language="km")

@@ -488,32 +488,41 @@ def test_a_server_that_says_try_later_gets_the_message_after_the_backoff(
     assert len(inbox(runtime)) == 1  # reached on the first attempt, not duplicated by the second
 
 
-def test_a_permanently_refused_message_dies_with_an_incident_and_a_notice(
+@pytest.mark.parametrize(
+    ("status", "attempts", "final"),
+    [(400, 1, True), (503, MAX_ATTEMPTS, False)],
+    ids=["400 refused for good: dead at once", "503 busy: dead after the last attempt"],
+)
+def test_a_refused_message_dies_with_an_incident_and_a_notice(
     runtime: Runtime,
     caseworker: Actor,
     clock: ManualClock,
     directory: ServiceDirectory,
     channels: list[Channel],
     hooks: HookReceiver,
+    status: int,
+    attempts: int,
+    final: bool,
 ) -> None:
     code = refer_for_return(runtime, caseworker, FOCAL_HOOK)
     [message] = outbox(runtime)
-    hooks.status = 400
+    hooks.status = status
 
-    for attempt in range(1, MAX_ATTEMPTS):
+    for attempt in range(1, attempts):
         assert dispatch(runtime, directory, channels) == DispatchReport(retried=1)
         [row] = outbox(runtime, id=message.id)
         assert (row.status, row.attempts) == ("pending", attempt)
+        assert row.next_attempt_at == clock.now() + backoff(attempt)
         clock.advance(backoff(attempt))
     assert dispatch(runtime, directory, channels) == DispatchReport(dead=1)
 
     [row] = outbox(runtime, id=message.id)
     assert (row.status, row.attempts, row.last_error) == (
         "dead",
-        MAX_ATTEMPTS,
-        "DeliveryError:http_400",
+        attempts,
+        f"DeliveryError:http_{status}",
     )
-    assert hooks.ids() == Counter({message.id: MAX_ATTEMPTS})  # every attempt verified
+    assert hooks.ids() == Counter({message.id: attempts})  # every attempt verified
     entries = timeline(runtime, message.referral_id, "delivery_failed")
     assert [e.details for e in entries] == [
         {
@@ -521,14 +530,17 @@ def test_a_permanently_refused_message_dies_with_an_incident_and_a_notice(
             "template": "referral_received",
             "recipient_role": "agency_focal_point",
             "recipient_agency_id": FOCAL_HOOK,
-            "attempts": MAX_ATTEMPTS,
-            "error": "DeliveryError:http_400",
+            "attempts": attempts,
+            "error": f"DeliveryError:http_{status}",
+            "final": final,
         }
     ]
+    assert timeline(runtime, message.referral_id, "delivered") == []
     [check] = runtime.verify_timeline(code)
     assert check.ok
 
-    # The coordinators' notice has no agency: it goes to the in-app inbox only.
+    # The coordinators' notice has no agency: it goes to the in-app inbox only (no
+    # coordinator here has an e-mail address), in the SOP's time zone.
     [notice] = outbox(runtime, template="delivery_failed")
     assert (notice.recipient_role, notice.recipient_agency_id, notice.status) == (
         "coordinator",
@@ -536,7 +548,7 @@ def test_a_permanently_refused_message_dies_with_an_incident_and_a_notice(
         "pending",
     )
     assert dispatch(runtime, directory, channels) == DispatchReport(sent=1)
-    assert hooks.ids() == Counter({message.id: MAX_ATTEMPTS})
+    assert hooks.ids() == Counter({message.id: attempts})
     [shown] = inbox(runtime, template="delivery_failed")
     assert (shown.recipient_role, shown.recipient_agency_id, shown.language) == (
         "coordinator",
@@ -559,7 +571,7 @@ class DispatcherDied(Exception):
 
 
 class DiesBeforeMarkingSent(Runtime):
-    def mark_sent(self, claim: OutboxClaim) -> bool:
+    def mark_sent(self, claim: OutboxClaim, **outcome: Any) -> bool:
         raise DispatcherDied
 
 
