@@ -136,7 +136,7 @@ def _escalated(engine: Engine, referrals: list[str]) -> dict[str, int]:
             .where(T.c.referral_id.in_(referrals), T.c.kind == "escalation")
             .group_by(T.c.referral_id)
         ).all()
-    return {referral: count for referral, count in rows}
+    return {referral: int(count) for referral, count in rows}
 
 
 def _all_escalated(engine: Engine, referrals: list[str]) -> Callable[[], bool]:
@@ -171,7 +171,7 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
         stack.callback(smtp.stop)
         prefect = _PostgresPrefect(tmp_path / "prefect-server", prefect_url)
         prefect.start()
-        stack.callback(lambda: prefect.stop())
+        stack.callback(lambda: prefect.stop())  # noqa: PLW0108 -- the one running at the end
         env = _environment(
             tmp_path,
             SOP_ENGINE_ENVIRONMENT="production",
