@@ -48,7 +48,7 @@ def test_0006_on_a_database_in_use_goes_up_down_and_up_again(empty_engine: Engin
     after = datetime.now(UTC)
     assert current_revision(empty_engine) == "0006"
     with empty_engine.connect() as conn:
-        user = conn.execute(select(_U)).one()
+        user = conn.execute(select(_U.c.token_issued_at, _U.c.token_expires_at)).one()
         record = conn.execute(select(_I)).one()
     assert user.token_issued_at == CREATED
     assert before + timedelta(days=90) <= user.token_expires_at <= after + timedelta(days=90)

@@ -56,8 +56,8 @@ def test_the_outbox_by_status_and_the_oldest_pending_message(
     with runtime.db.begin() as conn:  # every message is on its last attempt
         conn.execute(update(OUT).values(attempts=MAX_ATTEMPTS - 1))
     first, second, *_ = runtime.claim_outbox(10, worker="d1")
-    assert runtime.mark_sent(first)
-    assert runtime.mark_failed_attempt(second, "DeliveryError:smtp_451") == "dead"
+    assert runtime.mark_sent(first, channels=["in_app"])
+    assert runtime.mark_failed_attempt(second, "DeliveryError:smtp_451", retryable=True) == "dead"
     g = read_gauges(runtime.db, clock.now())
     # The dead message's notice to the coordinators is one more pending message.
     assert dict(g.outbox) == {"pending": pending - 2 + 1, "sent": 1, "dead": 1}

@@ -201,15 +201,13 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
         stack.enter_context(_api(env, ports[1], logs[1]))
         worker_1 = stack.enter_context(_worker(env, logs[2]))
         stack.enter_context(_worker(env, logs[3]))
-        for api in apis:
-            _waited(lambda api=api: _answers(f"{api}/health") == 200, 90, "an API", logs)
-        for log in logs[2:]:
-            _waited(
-                lambda log=log: b"serving escalation-sweep" in log.read_bytes(),
-                120,
-                "a worker",
-                logs,
-            )
+        _waited(lambda: all(_answers(f"{a}/health") == 200 for a in apis), 90, "the APIs", logs)
+        _waited(
+            lambda: all(b"serving escalation-sweep" in log.read_bytes() for log in logs[2:]),
+            120,
+            "the workers",
+            logs,
+        )
 
         def already_due(n: int) -> list[str]:
             """``n`` corridor referrals made 90 minutes ago: 'assign' level 1 is due."""
