@@ -44,6 +44,11 @@ class MetricsAccess:
     token: str | None
     open_without_token: bool
 
+    @property
+    def locked(self) -> bool:
+        """No one may scrape: production without a scrape token."""
+        return self.token is None and not self.open_without_token
+
     def allows(self, authorization: str | None) -> bool:
         if self.token is None:
             return self.open_without_token

@@ -25,7 +25,7 @@ router = APIRouter(tags=["health"])
 )
 def metrics(request: Request) -> Response:
     access: MetricsAccess = request.app.state.metrics_access
-    if access.token is None and not access.open_without_token:
+    if access.locked:
         message = "metrics are off in production until SOP_ENGINE_METRICS_TOKEN is set"
         return JSONResponse(error_body("forbidden", message), 403)
     if not access.allows(request.headers.get("authorization")):

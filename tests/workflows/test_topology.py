@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
@@ -37,6 +37,8 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
 from tests.conftest import _autocommit
+from tests.test_serve import _serve
+from tests.workflows.test_recovery import _seconds_until
 from tests.workflows.test_worker import (
     SOP_ENGINE,
     SURVIVOR,
@@ -84,42 +86,6 @@ def _databases(admin: Engine) -> Iterator[tuple[str, str]]:
     finally:
         for name in names:
             _autocommit(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def _api(env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``sop-engine serve --no-worker`` on ``port``; killed if the test leaves it running."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(SOP_ENGINE), "serve", "--no-worker", "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield process
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _waited(check: Callable[[], object], timeout: float, what: str, logs: list[Path]) -> float:
-    """Seconds until ``check()`` is true; the test fails with the logs' ends after ``timeout``."""
-    began = time.monotonic()
-    while not check():
-        if time.monotonic() - began > timeout:
-            tails = "\n".join(
-                f"--- {log.name}:\n"
-                + "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-25:])
-                for log in logs
-                if log.exists()
-            )
-            pytest.fail(f"{what} not within {timeout:g} s; the logs end:\n{tails}")
-        time.sleep(0.25)
-    return time.monotonic() - began
 
 
 def _answers(url: str, **headers: str) -> int:
@@ -197,12 +163,14 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
         stack.callback(engine.dispose)
         ports = [_free_port(), _free_port()]
         apis = [f"http://127.0.0.1:{port}" for port in ports]
-        api_1 = stack.enter_context(_api(env, ports[0], logs[0]))
-        stack.enter_context(_api(env, ports[1], logs[1]))
+        api_1 = stack.enter_context(_serve(env, logs[0], "--no-worker", "--port", str(ports[0])))
+        stack.enter_context(_serve(env, logs[1], "--no-worker", "--port", str(ports[1])))
         worker_1 = stack.enter_context(_worker(env, logs[2]))
         stack.enter_context(_worker(env, logs[3]))
-        _waited(lambda: all(_answers(f"{a}/health") == 200 for a in apis), 90, "the APIs", logs)
-        _waited(
+        _seconds_until(
+            lambda: all(_answers(f"{a}/health") == 200 for a in apis), 90, "the APIs", logs
+        )
+        _seconds_until(
             lambda: all(b"serving escalation-sweep" in log.read_bytes() for log in logs[2:]),
             120,
             "the workers",
@@ -228,13 +196,15 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
 
         # 0. Both workers serve (the first runs come when Prefect's scheduler makes them).
         first = already_due(3)
-        _waited(_all_escalated(engine, first), 120, "the first escalations", logs)
+        _seconds_until(_all_escalated(engine, first), 120, "the first escalations", logs)
 
         # 1. A worker is killed (SIGKILL of its process group: its flow runs die with it).
         os.killpg(worker_1.pid, signal.SIGKILL)
         worker_1.wait()
         second = already_due(3)
-        waited = _waited(_all_escalated(engine, second), 120, "escalations after a kill", logs)
+        waited = _seconds_until(
+            _all_escalated(engine, second), 120, "escalations after a kill", logs
+        )
         assert waited <= BOUND, f"{waited:.0f} s after a worker was killed"
 
         # 2. An API process is killed; the other answers, and a caseworker goes on through it.
@@ -278,7 +248,9 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
         prefect = _PostgresPrefect(tmp_path / "prefect-server", prefect_url, prefect.port)
         prefect.start()
         third = already_due(3)
-        waited = _waited(_all_escalated(engine, third), 120, "escalations after a restart", logs)
+        waited = _seconds_until(
+            _all_escalated(engine, third), 120, "escalations after a restart", logs
+        )
         assert waited <= BOUND, f"{waited:.0f} s after Prefect came back"
 
         # Every message is sent; each deadline escalated once, each message arrived.
@@ -294,7 +266,7 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
             return len(statuses) == len(due) and set(statuses) == {"sent"}
 
         # A dispatcher killed holding claims gives them back when its lease ends (5 min).
-        _waited(all_sent, 330, "every message sent", logs)
+        _seconds_until(all_sent, 330, "every message sent", logs)
         assert _escalated(engine, due) == dict.fromkeys(due, 1)
         with engine.connect() as conn:
             expected = set(
