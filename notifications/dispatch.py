@@ -31,7 +31,7 @@ writers of the outbox's status; this module reads the outbox only for ``created_
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,23 +126,36 @@ def dispatch_pending(
     *,
     worker: str,
     limit: int = 50,
-    lease: timedelta = timedelta(minutes=5),
+    lease: timedelta | None = None,
     renderer: Renderer | None = None,
 ) -> DispatchReport:
     """Claim up to ``limit`` due messages for ``worker`` and deliver each (module docstring).
 
     ``channels`` must include the in-app inbox (``in_app``); see :func:`build_channels`.
-    A message whose lease has run out by its turn is left for the next claim, so keep
-    ``limit`` times the channels' timeouts well inside ``lease``. ``renderer`` renders
-    templates from another folder (the shipped ones by default).
+    The claims last ``lease`` (by default the runtime's ``timer_lease``); once half of it
+    has gone by, the batch's remaining claims are renewed before the next message, so that a
+    dispatcher that dies gives its messages back within one lease and a slow batch keeps
+    them. A message whose lease has still run out by its turn (one delivery took longer than
+    half the lease) is left for the next claim: keep the channels' timeouts well inside
+    half the lease. ``renderer`` renders templates from another folder (the shipped ones by
+    default).
     """
     by_name = _by_name(channels)
     renderer = renderer or Renderer()
+    lease = lease or runtime.timer_lease
     claims = runtime.claim_outbox(limit, worker=worker, lease=lease)
     created = _created_at(runtime.db, [claim.id for claim in claims])
     members: dict[str, list[Member]] = {}
     tally: Counter[str] = Counter()
-    for claim in claims:
+    queue = deque(claims)
+    while queue:
+        if runtime.clock.now() >= queue[0].lease_until - lease / 2:
+            kept = runtime.renew_outbox_claims(list(queue), lease)
+            tally["skipped"] += len(queue) - len(kept)
+            queue = deque(kept)
+            if not queue:
+                break
+        claim = queue.popleft()
         if runtime.clock.now() >= claim.lease_until:
             tally["skipped"] += 1
             continue

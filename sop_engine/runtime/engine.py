@@ -288,9 +288,17 @@ class Runtime:
         )
 
     def claim_outbox(
-        self, limit: int = 50, *, worker: str, lease: timedelta = timedelta(minutes=5)
+        self, limit: int = 50, *, worker: str, lease: timedelta | None = None
     ) -> list[OutboxClaim]:
+        """Lease up to ``limit`` due messages for ``worker`` (``lease``, by default the
+        runtime's ``timer_lease``; :meth:`renew_outbox_claims` extends it)."""
+        lease = lease or self.timer_lease
         return outbox.claim_outbox(self.services, limit=limit, worker=worker, lease=lease)
+
+    def renew_outbox_claims(
+        self, claims: list[OutboxClaim], lease: timedelta | None = None
+    ) -> list[OutboxClaim]:
+        return outbox.renew_outbox_claims(self.services, claims, lease or self.timer_lease)
 
     def mark_sent(
         self,

@@ -21,7 +21,7 @@ writers of the outbox's status, as ``fire`` is the only writer of its rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ __all__ = [
     "claim_outbox",
     "mark_failed_attempt",
     "mark_sent",
+    "renew_outbox_claims",
 ]
 
 _O = table(OutboxMessage)
@@ -88,7 +89,7 @@ def claim_outbox(
     limit: int = 50,
     *,
     worker: str,
-    lease: timedelta = timedelta(minutes=5),
+    lease: timedelta,
 ) -> list[OutboxClaim]:
     """Lease up to ``limit`` messages due for an attempt; concurrent dispatchers get
     disjoint batches, and a dispatcher that died gives its batch back when the lease ends."""
@@ -132,6 +133,32 @@ def claim_outbox(
         )
         for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
     ]
+
+
+def renew_outbox_claims(
+    services: Services, claims: list[OutboxClaim], lease: timedelta
+) -> list[OutboxClaim]:
+    """Extend the leases of ``claims`` still pending by ``lease`` from now; the claims still
+    ours, with their new lease (one whose lease ran out and that another dispatcher took, or
+    that is marked meanwhile, is left out)."""
+    if not claims:
+        return []
+    lease_until = services.clock.now() + lease
+    renewed = set()
+    with services.db.begin() as conn:
+        for claim in claims:
+            changed = conn.execute(
+                update(_O)
+                .where(
+                    _O.c.id == claim.id,
+                    _O.c.status == "pending",
+                    _O.c.lease_until == claim.lease_until,
+                )
+                .values(lease_until=lease_until)
+            ).rowcount
+            if changed:
+                renewed.add(claim.id)
+    return [replace(c, lease_until=lease_until) for c in claims if c.id in renewed]
 
 
 def _sop_timezone(services: Services, key: str, version: int) -> str | None:

@@ -60,6 +60,7 @@ from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
+from sop_engine.runtime.deadlines import DEFAULT_LEASE
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.outbox import MAX_ATTEMPTS, OutboxClaim, backoff
 from sop_engine.settings import Settings
@@ -68,7 +69,8 @@ from tests.agencies import agency_directory
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 """08:30 in Bangkok and Vientiane on a Monday."""
-LEASE = timedelta(minutes=5)
+LEASE = DEFAULT_LEASE
+"""The dispatch's lease: the runtime's ``timer_lease``, by default the timers' own."""
 
 CLINIC = "TH-SYN-CLINIC-MAIL"
 CLINIC_ADDRESS = "intake@clinic-m.th-syn.example"
@@ -658,30 +660,74 @@ def test_an_unexpected_channel_error_is_a_failed_attempt_without_the_address(
 
 
 class SlowChannel:
-    """Takes six minutes of the manual clock to send: longer than the lease."""
+    """Each send takes ``takes`` of the manual clock; after it, a rival dispatcher tries to
+    claim what is due, and keeps what it got."""
 
     name = "email"
 
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
+    def __init__(self, runtime: Runtime, clock: ManualClock, takes: timedelta) -> None:
+        self.runtime, self.clock, self.takes = runtime, clock, takes
         self.sent: list[str] = []
+        self.rival: list[OutboxClaim] = []
 
     def send(self, message: OutgoingMessage) -> None:
-        self.clock.advance(LEASE + timedelta(minutes=1))
+        self.clock.advance(self.takes)
         self.sent.append(message.message_id)
+        self.rival += self.runtime.claim_outbox(10, worker="rival")
 
 
-def test_a_message_whose_lease_ran_out_is_left_for_the_next_claim(
+def test_a_slow_batch_renews_its_claims_so_no_other_dispatcher_takes_them(
     runtime: Runtime, caseworker: Actor, clock: ManualClock, directory: ServiceDirectory
 ) -> None:
     refer_for_health_care(runtime, caseworker, CLINIC)
-    slow = SlowChannel(clock)
+    slow = SlowChannel(runtime, clock, LEASE * 0.6)  # the second message starts past half
     channels: list[Channel] = [InboxChannel(runtime.db), slow]
 
-    assert dispatch(runtime, directory, channels) == DispatchReport(sent=1, skipped=1)
-    assert dispatch(runtime, directory, channels) == DispatchReport(sent=1)
+    assert dispatch(runtime, directory, channels) == DispatchReport(sent=2)
+    assert slow.rival == []  # without renewal, the rival takes the second at 1.2 leases
     assert sorted(slow.sent) == sorted(m.id for m in outbox(runtime))
     assert {m.status for m in outbox(runtime)} == {"sent"}
+
+
+def test_a_message_another_dispatcher_took_after_the_lease_is_left_to_it(
+    runtime: Runtime, caseworker: Actor, clock: ManualClock, directory: ServiceDirectory
+) -> None:
+    refer_for_health_care(runtime, caseworker, CLINIC)
+    slow = SlowChannel(runtime, clock, LEASE + timedelta(seconds=1))
+    channels: list[Channel] = [InboxChannel(runtime.db), slow]
+
+    # The first send outlasts the lease: the rival takes both messages, so neither is ours
+    # to mark (the first was sent: at least once) nor to send.
+    assert dispatch(runtime, directory, channels) == DispatchReport(skipped=2)
+    assert len(slow.rival) == 2
+    assert {m.status for m in outbox(runtime)} == {"pending"}
+    assert len(slow.sent) == 1
+
+    clock.advance(LEASE + timedelta(seconds=1))  # the rival died without sending
+    slow.takes = timedelta(0)
+    slow.rival = []
+    assert dispatch(runtime, directory, channels) == DispatchReport(sent=2)
+    assert {m.status for m in outbox(runtime)} == {"sent"}
+
+
+def test_renewing_extends_only_the_outbox_claims_still_pending_and_ours(
+    runtime: Runtime, caseworker: Actor, clock: ManualClock
+) -> None:
+    refer_for_health_care(runtime, caseworker, CLINIC)
+    first, second = runtime.claim_outbox(10, worker="d1")
+    assert runtime.mark_sent(first, channels=["email"])
+    clock.advance(LEASE / 2)
+
+    [renewed] = runtime.renew_outbox_claims([first, second])
+    assert (renewed.id, renewed.lease_until) == (second.id, clock.now() + LEASE)
+    assert runtime.renew_outbox_claims([second]) == []  # its old lease is not the row's now
+    clock.advance(LEASE)
+    assert runtime.claim_outbox(10, worker="d2") == []  # renewed: 1.5 leases, still d1's
+    clock.advance(LEASE)
+    [taken] = runtime.claim_outbox(10, worker="d2")
+    assert taken.id == second.id
+    assert runtime.renew_outbox_claims([renewed]) == []
+    assert runtime.renew_outbox_claims([]) == []
 
 
 def test_dispatch_needs_the_in_app_inbox_and_one_channel_per_name(
