@@ -20,6 +20,8 @@ TransitionNotAllowed       409     the referral's current state does not allow i
 GuardFailed, MissingFacts  409     (conflicts with the referral's state, not bad syntax)
 ConcurrentChange           409     ``current_version``: read again, then retry
 DefinitionError            422     ``problems``: each {file, line, message, sop, state, hint}
+MissingMasterKey           503     this process lacks the master key the case is under
+                                   (``Retry-After``: another process can answer)
 anything else              500     a bug: logged, answered without details
 =========================  ======  ===================================================
 """
@@ -44,6 +46,7 @@ from sop_engine.errors import (
     DefinitionError,
     InvalidInput,
     MissingFacts,
+    MissingMasterKey,
     NotFound,
     Problem,
     RoleNotAllowed,
@@ -112,6 +115,16 @@ def domain_response(exc: SopEngineError) -> JSONResponse:
     if isinstance(exc, DefinitionError):
         problems = [problem_json(p) for p in exc.problems]
         return _json(422, error_body("definition_error", "the SOP has problems", problems=problems))
+    if isinstance(exc, MissingMasterKey):
+        # A rotation under way: processes on the new ring can answer; /ready turns this one
+        # 503 so that the load balancer stops sending it requests.
+        log.error("a case key is under a master key this process lacks: restart it")
+        body = error_body(
+            "unavailable",
+            "this process cannot open this referral now (its master key ring is out of "
+            "date); try again",
+        )
+        return _json(503, body, {"Retry-After": "5"})
     # ConfigurationError, TamperedData: the server's fault, and nothing to show the caller.
     return _internal(exc)
 

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from sop_engine.errors import ConfigurationError, TamperedData
+from sop_engine.errors import ConfigurationError, MissingMasterKey, TamperedData
 from sop_engine.jsonvalues import plain_json
 
 __all__ = [
@@ -216,12 +216,13 @@ def wrap_case_key(ring: MasterKeyring, case_key: bytes) -> tuple[str, bytes]:
 def unwrap_case_key(ring: MasterKeyring, key_id: str, wrapped: bytes) -> bytes:
     """Recover a case key wrapped under the master key ``key_id``.
 
-    :raises ConfigurationError: the ring holds no key with that id (retired too early?).
+    :raises MissingMasterKey: the ring holds no key with that id (a rotation under way, or
+        a key retired too early).
     :raises TamperedData: the wrapped key was changed, or wrapped under another key.
     """
     master = ring.find(key_id)
     if master is None:
-        raise ConfigurationError(
+        raise MissingMasterKey(
             f"no master key with id {key_id!r} in the keyring; "
             "keep retired keys in the setting until every case key is rewrapped"
         )

@@ -36,6 +36,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidInput",
     "MissingFacts",
+    "MissingMasterKey",
     "NotFound",
     "Problem",
     "RoleNotAllowed",
@@ -144,6 +145,11 @@ class NotFound(SopEngineError, LookupError):
 
 class ConfigurationError(SopEngineError, ValueError):
     """The settings cannot work as given."""
+
+
+class MissingMasterKey(ConfigurationError):
+    """A case key is wrapped under a master key id this process's ring lacks: another
+    process runs a newer ring (a rotation under way), or a key was retired too early."""
 
 
 class TamperedData(SopEngineError, ValueError):

@@ -14,8 +14,9 @@ recorded.
 The same check refuses a ring that no longer lists a key id under which stored case keys are
 still wrapped (an old key removed before ``sop-engine keys rotate`` moved its case keys onto
 the current one, :mod:`sop_engine.key_rotation`): those referrals would otherwise answer 500
-one by one. It costs one grouped count over ``case_keys`` (:func:`case_key_usage`: a scan of
-a narrow table, there being no index on ``master_key_id``), at start only. :func:`key_status`
+one by one. It costs one grouped count over ``case_keys`` (:func:`case_key_usage`, over the
+index on ``master_key_id``), at start only. A process already running when another rotates
+onto a key it lacks is told by ``GET /ready`` (:func:`missing_in_use`). :func:`key_status`
 tells the operator, per key id, how many case keys it wraps and where the ring has it: a
 previous key that wraps none can be removed from the setting.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "fingerprint",
     "key_status",
     "mismatched",
+    "missing_in_use",
 ]
 
 _F = table(MasterKeyFingerprint)
@@ -76,6 +78,25 @@ def mismatched(db: Engine, keyring: MasterKeyring) -> list[str]:
     return [
         k.key_id for k in keyring.keys if k.key_id in stored and stored[k.key_id] != fingerprint(k)
     ]
+
+
+def missing_in_use(db: Engine, keyring: MasterKeyring) -> list[str]:
+    """The ids of recorded master keys that the ring lacks and that stored case keys are
+    wrapped under: another process started with a newer ring (and may have rotated onto it),
+    so this one cannot open those referrals. One indexed lookup per such id (few: the keys a
+    cluster ever used)."""
+    absent = sorted(k for k in _recorded(db) if keyring.find(k) is None)
+    if not absent:
+        return []
+    with read_transaction(db) as conn:
+        return [
+            key_id
+            for key_id in absent
+            if conn.execute(
+                select(_K.c.referral_id).where(_K.c.master_key_id == key_id).limit(1)
+            ).first()
+            is not None
+        ]
 
 
 def check_keyring(db: Engine, keyring: MasterKeyring, now: datetime) -> None:

@@ -1,6 +1,7 @@
 """``GET /health``: the process answers and so does its database. ``GET /ready``: it can do
 its work: the database answers and is at the migrations of this version, the master key is
-the one the database was used with, and the escalation
+the one the database was used with, no stored case key is wrapped under a master key this
+process lacks, and the escalation
 sweep has succeeded within the last two sweep intervals (so a stopped worker, or a Prefect
 that no longer starts runs, turns it 503 within two intervals). Neither needs a token nor
 says anything about a case.
@@ -19,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import RuntimeDep
 from api.errors import error_body
-from sop_engine.master_keys import mismatched
+from sop_engine.master_keys import mismatched, missing_in_use
 from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.migrate import current_revision
 from sop_engine.runtime import periodic
@@ -79,6 +80,15 @@ def ready(runtime: RuntimeDep, request: Request) -> JSONResponse:
             message = (
                 f"the master key with id {wrong[0]!r} is not the one this database was used "
                 "with: set the cluster's SOP_ENGINE_MASTER_KEY"
+            )
+            return JSONResponse(error_body("not_ready", message, checks=checks), 503)
+        lacking = missing_in_use(runtime.db, runtime.services.keyring)
+        checks["master_keys_in_use"] = "missing" if lacking else "ok"
+        if lacking:
+            message = (
+                f"stored case keys are wrapped under the master key id {lacking[0]!r}, which "
+                "this process's SOP_ENGINE_MASTER_KEY lacks (another process runs a newer "
+                "ring): restart this one with the cluster's key ring"
             )
             return JSONResponse(error_body("not_ready", message, checks=checks), 503)
         last = periodic.last_success(runtime.db, SWEEP)

@@ -154,6 +154,7 @@ class CaseKey(Base):
     """The referral's data key, wrapped by a master key. Deleting this row erases the case."""
 
     __tablename__ = "case_keys"
+    __table_args__ = (Index("ix_case_keys_master_key", "master_key_id"),)
 
     referral_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("referrals.id", ondelete="CASCADE"), primary_key=True

@@ -19,6 +19,7 @@ from sop_engine.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     MissingFacts,
+    MissingMasterKey,
     NotFound,
     Problem,
     RoleNotAllowed,
@@ -46,6 +47,7 @@ from .conftest import SURVIVOR, Users, referral_body
         (DefinitionError([Problem("f.yaml", 3, "bad")]), 422, "definition_error", {}),
         (ConfigurationError("no key"), 500, "internal", {}),
         (TamperedData("bad tag"), 500, "internal", {}),
+        (MissingMasterKey("no key 'k2'"), 503, "unavailable", {}),
     ],
 )
 def test_each_domain_error_has_its_status(
@@ -56,6 +58,9 @@ def test_each_domain_error_has_its_status(
     assert response.status_code == status
     assert body["error"] == kind
     assert body.items() >= extra.items()
+    if isinstance(error, MissingMasterKey):  # another process, on the new ring, can answer
+        assert response.headers["Retry-After"] == "5"
+        assert "k2" not in body["message"]
     if isinstance(error, MissingFacts):
         assert body["missing"] == ["risk_level"]
     if isinstance(error, ConcurrentChange):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,11 +16,15 @@ from sqlalchemy import Engine
 from api.app import create_app
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.errors import MissingMasterKey
+from sop_engine.key_rotation import rotate_case_keys
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.master_keys import check_keyring
 from sop_engine.persistence.migrate import alembic_config, head_revision
 from sop_engine.runtime import periodic
+from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.agencies import agency_directory
 
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 INTERVAL = timedelta(seconds=60)
@@ -56,6 +61,7 @@ def test_ready_while_the_sweep_succeeds_and_not_two_intervals_after_it_stops(
             "database": "ok",
             "migration": head_revision(),
             "master_key": "ok",
+            "master_keys_in_use": "ok",
             "escalation_sweep": {"succeeded_at": START.isoformat(), "max_age_seconds": 120},
         },
     }
@@ -127,3 +133,52 @@ def test_a_master_key_other_than_the_databases_is_not_ready(
         "set the cluster's SOP_ENGINE_MASTER_KEY"
     )
     assert r.json()["checks"]["master_key"] == "differs"
+
+
+def test_a_process_lacking_a_key_another_process_rotated_onto_is_not_ready(
+    engine: Engine, library: SopLibrary, clock: ManualClock
+) -> None:
+    """Process A runs with k1; B starts with k2 current (k1 previous) and rotates: A cannot
+    open the referrals now, and says so, until it restarts with B's ring."""
+    k1, k2 = MasterKey.generate("k1"), MasterKey.generate("k2")
+    old, new = MasterKeyring(k1), MasterKeyring(k2, (k1,))
+    check_keyring(engine, old, START)
+    _sweep_succeeds(engine, clock)
+    directory = agency_directory()
+    a = Runtime(engine, library, old, clock, directory=directory)
+    code = a.create_referral(
+        sop_key="example.corridor",
+        sop_version=1,
+        actor=Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",)),
+        origin_country="TH",
+        destination_country="LA",
+        incident_at=None,
+        facts={"survivor_age": 24, "survivor_name": "Synthetic Survivor 0001"},
+    ).case_code
+
+    def ready(ring: MasterKeyring) -> Any:
+        runtime = Runtime(engine, library, ring, clock, directory=directory)
+        with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+            return c.get("/ready")
+
+    check_keyring(engine, new, START)  # B starts: k2 recorded, nothing under it yet
+    assert ready(old).status_code == 200
+    assert ready(old).json()["checks"]["master_keys_in_use"] == "ok"
+
+    rotate_case_keys(engine, new, START)  # B rotates
+    r = ready(old)
+    assert r.status_code == 503
+    assert r.json()["message"] == (
+        "stored case keys are wrapped under the master key id 'k2', which this process's "
+        "SOP_ENGINE_MASTER_KEY lacks (another process runs a newer ring): restart this one "
+        "with the cluster's key ring"
+    )
+    assert r.json()["checks"]["master_keys_in_use"] == "missing"
+    # What it cannot open is MissingMasterKey: 503 to retry elsewhere (tests/api/test_errors.py).
+    with pytest.raises(MissingMasterKey):
+        a.read_referral(code, reveal_identifying=True)
+    b = Runtime(engine, library, new, clock, directory=directory)
+    opened = b.read_referral(code, reveal_identifying=True).identifying
+    assert opened == {"survivor_name": "Synthetic Survivor 0001"}
+    assert ready(new).status_code == 200
+    assert ready(MasterKeyring(k2)).status_code == 200  # k1 retired: no case key uses it
