@@ -49,20 +49,33 @@ from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import prepare
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
+from workflows.lifeline import bound_to_this_process
 
 __all__ = [
+    "API_STOP_TIMEOUT_SECONDS",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
-    "WORKER_STOP_TIMEOUT_SECONDS",
+    "WORKER_KILL_MARGIN_SECONDS",
     "build_app",
     "run_serve",
+    "stop_bound",
     "worker_command",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-WORKER_STOP_TIMEOUT_SECONDS = 30.0
-"""How long the worker may take to stop (it stops its own Prefect server, up to 15 s)."""
+API_STOP_TIMEOUT_SECONDS = 5
+"""How long requests in progress may take to end once serve stops."""
+WORKER_KILL_MARGIN_SECONDS = 5.0
+"""How much longer than its own grace (``SOP_ENGINE_WORKER_STOP_GRACE_SECONDS``) the worker
+may take to stop before serve kills its process group."""
+
+
+def stop_bound(worker_grace: float) -> float:
+    """Serve exits within this many seconds of SIGTERM, and the rest of its tree ends within
+    it when one of its processes is killed (docs/workflows.md, "Stopping")."""
+    return API_STOP_TIMEOUT_SECONDS + worker_grace + WORKER_KILL_MARGIN_SECONDS
+
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -191,7 +204,14 @@ def run_serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker: boo
             ).start()
         else:
             log.info("not starting the worker (--no-worker)")
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=API_STOP_TIMEOUT_SECONDS,
+        )
         server = uvicorn.Server(config)
         with state.lock:
             state.server = server
@@ -206,7 +226,7 @@ def run_serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker: boo
     finally:
         state.stop()
         if process is not None:
-            _stop_worker(process)
+            _stop_worker(process, get_settings().worker_stop_grace_seconds)
         _restore_handlers(previous)
     if state.worker_failed:
         return 1
@@ -217,8 +237,9 @@ def run_serve(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, worker: boo
 def _start_worker() -> subprocess.Popen[bytes]:
     # A session of its own: a Ctrl-C at the terminal reaches only us, and we stop the worker
     # in order, after the API. Its output goes where ours goes.
+    # Bound to us: should we die without stopping it (SIGKILL), it gets SIGTERM.
     process = subprocess.Popen(  # noqa: S603 -- our interpreter, fixed arguments
-        worker_command(), stdin=subprocess.DEVNULL, start_new_session=True
+        bound_to_this_process(worker_command()), stdin=subprocess.DEVNULL, start_new_session=True
     )
     log.info("worker started (pid %d); it logs when it is serving", process.pid)
     return process
@@ -236,20 +257,23 @@ def _watch_worker(process: subprocess.Popen[bytes], state: _State) -> None:
     state.stop()
 
 
-def _stop_worker(process: subprocess.Popen[bytes]) -> None:
+def _stop_worker(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL to the worker's process group (its flow runs; its Prefect server,
+    in a session of its own, gets SIGTERM as the worker dies) should it outlast its grace."""
     if process.poll() is None:
         log.info("stopping the worker (pid %d)", process.pid)
         with suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
+        timeout = grace + WORKER_KILL_MARGIN_SECONDS
         try:
-            process.wait(WORKER_STOP_TIMEOUT_SECONDS)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning(
-                "the worker did not stop within %g s; killing it", WORKER_STOP_TIMEOUT_SECONDS
-            )
+            log.warning("the worker did not stop within %g s; killing it", timeout)
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    with suppress(ProcessLookupError, PermissionError):  # flow runs it may have left
+        os.killpg(process.pid, signal.SIGKILL)
     log.info("worker stopped (exit code %d)", process.returncode)
 
 

@@ -12,20 +12,24 @@ Its log lines name flows, intervals and addresses, never a referral.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
+import httpx
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sop_engine.errors import ConfigurationError, DefinitionError
 from sop_engine.settings import Settings, get_settings
 from workflows.health import HealthServer, Watch
+from workflows.lifeline import WORKER_PID_VARIABLE
 from workflows.runtime import flow_delivery, flow_runtime
 from workflows.server import (
     LocalPrefectServer,
@@ -73,43 +77,31 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
     the worker at once.
     """
     _configure_logging()
-    with _StopSignals() as signals, ExitStack() as cleanup:
+    watchdog = _Watchdog()
+    lost = _ServerLost()
+    with _StopSignals(watchdog.arm) as signals, ExitStack() as cleanup:
+        cleanup.callback(watchdog.disarm)
         try:
             settings = get_settings()
+            watchdog.grace = settings.worker_stop_grace_seconds
             _check_engine()
             watch = Watch()
             health = _health_server(settings, watch)
             if health is not None:
                 cleanup.callback(health.stop)
-            from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-            from workflows.deployments import deployments
-            from workflows.serving import serve
-
-            with _prefect_api(settings, prefect_port, startup_timeout) as api:
-                where = f"a local Prefect server (pid {api.server_pid})"
-                where = where if api.local else "the Prefect server"
-                shown = shown_url(api.api_url), shown_url(api.ui_url)
-                log.info("using %s at %s; Prefect UI at %s", where, *shown)
-                updates = {PREFECT_API_URL: api.api_url}
-                if api.local:
-                    updates[PREFECT_HOME] = str(_prefect_home(settings))
-                with temporary_settings(updates=updates):
-                    served = deployments(settings)
-                    log.info(
-                        "serving escalation-sweep every %d s, outbox-dispatch every %d s and "
-                        "timeline-verification every %d s; stop with SIGTERM or Ctrl-C",
-                        settings.sweep_interval_seconds,
-                        settings.dispatch_interval_seconds,
-                        settings.verify_interval_seconds,
-                    )
-                    try:
-                        serve(served, watch=watch)
-                    finally:
-                        signals.stopping = True
+            with _prefect_api(settings, prefect_port, startup_timeout, lost, watchdog) as api:
+                try:
+                    _serve(settings, api, watch, watchdog)
+                finally:
+                    signals.stopping = True
                 log.info("stopped serving")
         except WorkerStopping as exc:
-            log.info("%s before serving began; stopping", exc)
+            if lost.code is None:
+                log.info("%s before serving began; stopping", exc)
+        except httpx.HTTPError as exc:  # the Prefect server went away while we registered
+            if lost.code is None:
+                log.error("the Prefect server stopped answering: %s", exc)
+                return 1
         except (PrefectServerError, ConfigurationError, ValidationError) as exc:
             log.error("cannot start the worker: %s", exc)
             return 1
@@ -119,8 +111,87 @@ def run_worker(*, prefect_port: int = 0, startup_timeout: float = 60) -> int:
         except SQLAlchemyError as exc:
             log.error("cannot use the database: %s", getattr(exc, "orig", None) or exc)
             return 1
+    if lost.code is not None:
+        log.error("the local Prefect server exited (code %d); the worker stopped", lost.code)
+        return 1
     log.info("worker stopped")
     return 0
+
+
+def _serve(settings: Settings, api: PrefectApi, watch: Watch, watchdog: _Watchdog) -> None:
+    """Serve the deployments on ``api`` until a stop signal."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from workflows.deployments import deployments
+    from workflows.serving import serve
+
+    where = f"a local Prefect server (pid {api.server_pid})"
+    where = where if api.local else "the Prefect server"
+    shown = shown_url(api.api_url), shown_url(api.ui_url)
+    log.info("using %s at %s; Prefect UI at %s", where, *shown)
+    updates = {PREFECT_API_URL: api.api_url}
+    if api.local:
+        updates[PREFECT_HOME] = str(_prefect_home(settings))
+    with temporary_settings(updates=updates):
+        os.environ[WORKER_PID_VARIABLE] = str(os.getpid())  # for bind_to_worker
+        served = deployments(settings)
+        log.info(
+            "serving escalation-sweep every %d s, outbox-dispatch every %d s and "
+            "timeline-verification every %d s; stop with SIGTERM or Ctrl-C",
+            settings.sweep_interval_seconds,
+            settings.dispatch_interval_seconds,
+            settings.verify_interval_seconds,
+        )
+        serve(served, watch=watch, on_stop=watchdog.arm)
+
+
+class _Watchdog:
+    """Bounds the worker's stop: armed by the first stop signal, it kills the local Prefect
+    server and ends the process (exit code 1) once ``grace`` seconds have gone by. The flow
+    runs, bound to the worker (:func:`workflows.lifeline.bind_to_worker`), get SIGTERM."""
+
+    def __init__(self, grace: float = 20.0) -> None:
+        self.grace = grace
+        self.on_expiry: Callable[[], object] | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def arm(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(self.grace, self._expire)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def disarm(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _expire(self) -> None:
+        log.error(
+            "the worker did not stop within %g s (SOP_ENGINE_WORKER_STOP_GRACE_SECONDS); "
+            "killing its Prefect server and flow runs",
+            self.grace,
+        )
+        if self.on_expiry is not None:
+            self.on_expiry()
+        for handler in log.handlers:
+            handler.flush()
+        os._exit(1)
+
+
+class _ServerLost:
+    """The exit code of a local Prefect server that died under the worker (killed, crashed),
+    which stops the worker as SIGTERM does, and makes it exit 1: without its server it would
+    serve nothing, and whoever supervises it restarts both."""
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def __call__(self, code: int) -> None:
+        self.code = code
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _health_server(settings: Settings, watch: Watch) -> HealthServer | None:
@@ -149,7 +220,13 @@ def _check_engine() -> None:
 
 
 @contextmanager
-def _prefect_api(settings: Settings, port: int, startup_timeout: float) -> Iterator[PrefectApi]:
+def _prefect_api(
+    settings: Settings,
+    port: int,
+    startup_timeout: float,
+    lost: Callable[[int], object],
+    watchdog: _Watchdog,
+) -> Iterator[PrefectApi]:
     from prefect.settings import get_current_settings
 
     external = get_current_settings().api.url
@@ -167,6 +244,8 @@ def _prefect_api(settings: Settings, port: int, startup_timeout: float) -> Itera
     home = _prefect_home(settings)
     log.info("starting a local Prefect server (home %s)", home)
     with LocalPrefectServer(home, port, startup_timeout=startup_timeout) as server:
+        server.on_unexpected_exit(lost)
+        watchdog.on_expiry = server.kill
         yield PrefectApi(server.api_url, server.url, server.pid)
         log.info("stopping the local Prefect server")
 
@@ -199,8 +278,9 @@ class _StopSignals:
     :func:`workflows.serving.serve` handles them; after, while the worker cleans up, they are
     ignored, so that a second Ctrl-C cannot leave the Prefect server behind."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[], object]) -> None:
         self.stopping = False
+        self._on_stop = on_stop
         self._previous: dict[signal.Signals, Callable[[int, FrameType | None], object] | int] = {}
 
     def __enter__(self) -> _StopSignals:
@@ -215,6 +295,7 @@ class _StopSignals:
         if self.stopping:
             return
         self.stopping = True
+        self._on_stop()
         raise WorkerStopping(signal.Signals(signum).name)
 
     def __exit__(

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     Prefect for runs); none means it does not listen. 0 picks a free port (logged)."""
     worker_health_host: str = "127.0.0.1"
     """The address the worker's health listens on (``0.0.0.0`` in a container)."""
+    worker_stop_grace_seconds: float = Field(default=20.0, ge=1, le=600)
+    """How long ``sop-engine worker`` may take to stop after SIGTERM (cancel its flow runs,
+    stop its local Prefect server) before it kills them and exits 1; keep it inside the
+    supervisor's own stop timeout (systemd's ``TimeoutStopSec``, 90 s by default)."""
 
     single_coordinator: bool = False
     """Let the coordinator who uploaded an SOP approve it alone (a demo with one coordinator).

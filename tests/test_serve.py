@@ -140,39 +140,6 @@ def test_serve_refuses_a_broken_sop_library(tmp_path: Path) -> None:
     assert "'title' is a required property" in result.stderr
 
 
-@pytest.mark.slow
-def test_serve_with_worker_stops_both_and_leaves_no_process(tmp_path: Path) -> None:
-    port, log = _free_port(), tmp_path / "serve.log"
-    base = f"http://127.0.0.1:{port}"
-    # No flow run during the test: each would cost seconds of CPU, and stopping is what is
-    # tested here (tests/workflows/test_worker.py runs the flows).
-    quiet = {
-        "SOP_ENGINE_SWEEP_INTERVAL_SECONDS": "86400",
-        "SOP_ENGINE_DISPATCH_INTERVAL_SECONDS": "86400",
-    }
-    with _serve(_environment(tmp_path, **quiet), log, "--port", str(port)) as process:
-        _wait_for(
-            lambda: (
-                (_healthy(base) and b"serving escalation-sweep" in log.read_bytes())
-                or process.poll() is not None
-            ),
-            90,
-            "/health and the worker serving",
-            log,
-        )
-        assert process.poll() is None, _tail(log)
-        output = log.read_bytes()
-        worker, server = WORKER_PID.search(output), PREFECT_SERVER_PID.search(output)
-        assert worker is not None, _tail(log)
-        assert server is not None, _tail(log)
-        assert _stop(process, log, timeout=45) == 0, _tail(log)
-    worker_pid, server_pid = int(worker.group(1)), int(server.group(1))
-    _wait_for(lambda: not _alive(server_pid), 5, "the Prefect server gone", log)
-    assert not _alive(worker_pid)
-    text = log.read_text("utf-8")
-    assert "worker stopped (exit code 0)" in text
-
-
 WALKTHROUGH = re.compile(r"<!-- walkthrough: [^>]*-->\n```sh\n(.*?)```", re.DOTALL)
 
 

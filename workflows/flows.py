@@ -43,6 +43,7 @@ from notifications.dispatch import dispatch_pending
 from sop_engine.runtime import periodic
 from sop_engine.runtime.deadlines import default_worker
 from sop_engine.runtime.engine import Runtime
+from workflows.lifeline import bind_to_worker
 from workflows.runtime import flow_delivery, flow_runtime
 
 __all__ = [
@@ -74,6 +75,7 @@ def escalation_sweep(batch_size: int = 100, max_batches: int = 20) -> dict[str, 
     Returns how many claims ended in each outcome (``escalated``, ``stale``,
     ``already_fired``, ``lost_claim``, ``conflict``); an empty dict when nothing was due.
     """
+    bind_to_worker()
     runtime = flow_runtime()
     worker = default_worker()
 
@@ -94,6 +96,7 @@ def outbox_dispatch(batch_size: int = 50, max_batches: int = 20) -> dict[str, in
     ``skipped``, as :func:`~notifications.dispatch.dispatch_pending` counts them); an empty
     dict when nothing was due.
     """
+    bind_to_worker()
     runtime = flow_runtime()
     delivery = flow_delivery()
     worker = default_worker()
@@ -124,6 +127,7 @@ def timeline_verification(batch_size: int = 100, max_batches: int = 20) -> dict[
     Returns how many timelines were ``ok`` and how many ``broken`` (which ones: the audit
     routes and ``sop-engine timeline verify`` name them); an empty dict when none was due.
     """
+    bind_to_worker()
     runtime = flow_runtime()
 
     def batch() -> tuple[Counter[str], bool]:

@@ -18,12 +18,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import httpx
+
+from workflows.lifeline import bound_to_this_process
 
 __all__ = [
     "LOOPBACK",
@@ -104,6 +108,7 @@ class LocalPrefectServer:
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._stop_requested = False
 
     @property
     def url(self) -> str:
@@ -122,6 +127,20 @@ class LocalPrefectServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    def on_unexpected_exit(self, callback: Callable[[int], object]) -> None:
+        """Call ``callback(exit code)``, from a thread of its own, should the server exit
+        without :meth:`stop` asking it to (killed, crashed)."""
+        process = self._process
+        if process is None:
+            return
+
+        def watch() -> None:
+            code = process.wait()
+            if not self._stop_requested:
+                callback(code)
+
+        threading.Thread(target=watch, name="prefect-server-watch", daemon=True).start()
 
     def environment(self) -> dict[str, str]:
         """The server's environment: ours, with its home, database, address and quiet
@@ -148,11 +167,12 @@ class LocalPrefectServer:
             seconds; the message ends with the last lines of its log. The server is stopped.
         """
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._stop_requested = False
         self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", "prefect", "server", "start"]
         command += ["--host", LOOPBACK, "--port", str(self.port)]
         self._process = subprocess.Popen(  # noqa: S603 -- our interpreter, fixed arguments
-            command,
+            bound_to_this_process(command),  # SIGTERM, should the worker die without stopping it
             env=self.environment(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -172,6 +192,7 @@ class LocalPrefectServer:
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Ask the server to stop (SIGTERM), kill it after ``timeout`` seconds; idempotent."""
+        self._stop_requested = True
         process, self._process = self._process, None
         if process is not None:
             _signal_group(process, signal.SIGTERM)
@@ -183,6 +204,13 @@ class LocalPrefectServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def kill(self) -> None:
+        """Kill the server's process group at once (SIGKILL), without waiting."""
+        self._stop_requested = True
+        process = self._process
+        if process is not None:
+            _signal_group(process, signal.SIGKILL)
 
     def _tail(self) -> str:
         try:

@@ -43,7 +43,11 @@ def runner_name() -> str:
 
 
 def serve(
-    deployments: Sequence[RunnerDeployment], *, name: str | None = None, watch: Watch | None = None
+    deployments: Sequence[RunnerDeployment],
+    *,
+    name: str | None = None,
+    watch: Watch | None = None,
+    on_stop: Callable[[], object] | None = None,
 ) -> None:
     """Serve ``deployments`` until SIGTERM or SIGINT, then return once the runner stopped.
 
@@ -51,12 +55,15 @@ def serve(
     main thread, outside an event loop.
 
     ``watch`` (:mod:`workflows.health`) learns when the runner serves and stops, and sees its
-    polls.
+    polls. ``on_stop`` is called, in the main thread, when the first stop signal arrives
+    (the worker bounds its stop from then on).
 
     :raises Exception: whatever stops the runner otherwise (the Prefect API gone for good).
     """
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    asyncio.run(_serve(list(deployments), name or runner_name(), previous, watch or Watch()))
+    asyncio.run(
+        _serve(list(deployments), name or runner_name(), previous, watch or Watch(), on_stop)
+    )
 
 
 async def _serve(
@@ -64,13 +71,20 @@ async def _serve(
     name: str,
     previous: dict[signal.Signals, _Handler],
     watch: Watch,
+    on_stop: Callable[[], object] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def stop_requested() -> None:
+        if not stop.is_set() and on_stop is not None:
+            on_stop()
+        stop.set()
+
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_requested)
     try:
-        runner = _Runner(stop, name=name, pause_on_shutdown=False, limit=PROCESS_LIMIT)
+        runner = _Runner(stop_requested, name=name, pause_on_shutdown=False, limit=PROCESS_LIMIT)
         for deployment in deployments:
             if stop.is_set():
                 return
@@ -98,14 +112,14 @@ async def _serve(
 
 
 class _Runner(Runner):
-    """The runner, stopped through ``stop`` only: :meth:`Runner.start` installs a SIGTERM
+    """The runner, stopped through ``stop_requested`` only: :meth:`Runner.start` installs a SIGTERM
     handler of its own, which would stop it a second time."""
 
-    def __init__(self, stop: asyncio.Event, **kwargs: Any) -> None:
+    def __init__(self, stop_requested: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._stop_requested = stop
+        self._stop_requested = stop_requested
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._stop_requested.set)
+            loop.call_soon_threadsafe(self._stop_requested)

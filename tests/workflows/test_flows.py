@@ -309,3 +309,25 @@ def test_a_run_that_fails_frees_the_lease_for_the_next_run_at_once(
         runtime.db, clock, "escalation-sweep", holder="other:1", length=runtime.timer_lease
     )
     assert isinstance(other, periodic.Lease)
+
+
+class Bound(Exception):
+    """Raised by the stand-in for :func:`workflows.lifeline.bind_to_worker`."""
+
+
+@pytest.mark.parametrize(
+    "flow", [escalation_sweep, outbox_dispatch, timeline_verification], ids=lambda f: f.name
+)
+def test_every_flow_binds_itself_to_the_worker_before_any_work(
+    runtime: Runtime, directory: ServiceDirectory, monkeypatch: pytest.MonkeyPatch, flow: Any
+) -> None:
+    """So that a flow run outlives no worker killed under it (tests/workflows/test_lifeline.py)."""
+
+    def bind() -> None:
+        raise Bound
+
+    monkeypatch.setattr("workflows.flows.bind_to_worker", bind)
+    delivery = Delivery(directory, [InboxChannel(runtime.db)])
+    with use_runtime(runtime, delivery), pytest.raises(Bound):
+        flow.fn()
+    assert periodic.status(runtime.db) == {}
