@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,30 +74,71 @@ def _healthy(base: str) -> bool:
         return False
 
 
+TREE_MARKER = "SOP_ENGINE_TEST_TREE"
+"""A variable every process a test starts passes on to its own children, and to theirs:
+what finds the whole tree in ``/proc``, orphans included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    pid: int
+    command: str
+
+
+def _tree(marker: str) -> list[Member]:
+    """The live (not zombie) processes carrying ``marker``."""
+    found: list[Member] = []
+    if not Path("/proc").is_dir():  # not Linux: the tree cannot be found, only its root
+        return found
+    needle = f"{TREE_MARKER}={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if state not in {"Z", "X"}:
+            found.append(Member(int(entry.name), command.decode(errors="replace")))
+    return found
+
+
 @contextmanager
-def _serve(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``sop-engine serve ARGS``, its output in ``log``; killed, with the worker and the
-    Prefect server it logged, if the test leaves it running."""
+def _launched(
+    env: dict[str, str], log: Path, *args: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``sop-engine ARGS`` with its whole tree marked, its output in ``log``: the marker and
+    the process. Whatever the test leaves alive of the tree is killed."""
+    marker = uuid.uuid4().hex
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(SOP_ENGINE), "serve", *args],
-            env=env,
+            [str(SOP_ENGINE), *args],
+            env={**env, TREE_MARKER: marker},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
-            yield process
+            yield marker, process
         finally:
+            for member in _tree(marker):
+                with suppress(ProcessLookupError):
+                    os.kill(member.pid, signal.SIGKILL)
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            for pattern in (WORKER_PID, PREFECT_SERVER_PID):
-                found = pattern.search(log.read_bytes())
-                if found is not None:
-                    with suppress(ProcessLookupError, PermissionError):
-                        os.killpg(int(found.group(1)), signal.SIGKILL)
+                process.kill()
+            process.wait()
+
+
+@contextmanager
+def _serve(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``sop-engine serve ARGS``, its output in ``log``; killed, with all it started, if the
+    test leaves it running."""
+    with _launched(env, log, "serve", *args) as (_, process):
+        yield process
 
 
 def _stop(process: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> int:

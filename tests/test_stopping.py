@@ -14,9 +14,8 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +25,14 @@ from cli.serve import stop_bound
 from sop_engine.settings import Settings
 from tests.test_serve import (
     PREFECT_SERVER_PID,
-    SOP_ENGINE,
     WORKER_PID,
+    Member,
     _environment,
     _free_port,
     _healthy,
+    _launched,
     _tail,
+    _tree,
 )
 
 pytestmark = [
@@ -39,35 +40,9 @@ pytestmark = [
     pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)"),
 ]
 
-MARKER = "SOP_ENGINE_TEST_TREE"
 STOP_BOUND = stop_bound(Settings.model_fields["worker_stop_grace_seconds"].default)
 FLOW_RUN = b"prefect.engine"
 """In a flow run's command line: ``python -m prefect.engine``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    pid: int
-    command: str
-
-
-def _tree(marker: str) -> list[Member]:
-    """The live (not zombie) processes carrying ``marker``."""
-    found = []
-    needle = f"{MARKER}={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        if state not in {"Z", "X"}:
-            found.append(Member(int(entry.name), command.decode(errors="replace")))
-    return found
 
 
 def _wait_for(check: Callable[[], object], timeout: float, what: str, log: Path) -> None:
@@ -126,32 +101,13 @@ class Tree:
 
 @contextmanager
 def _serve_tree(tmp_path: Path, **settings: str) -> Iterator[Tree]:
-    """``sop-engine serve`` with the worker, its tree marked; whatever the test leaves
-    alive of it is killed."""
-    marker = uuid.uuid4().hex
+    """``sop-engine serve`` with the worker (its health on), its tree marked."""
     port, health, log = _free_port(), _free_port(), tmp_path / "serve.log"
-    settings |= {MARKER: marker, "SOP_ENGINE_WORKER_HEALTH_PORT": str(health)}
+    settings["SOP_ENGINE_WORKER_HEALTH_PORT"] = str(health)
     env = _environment(tmp_path, **settings)
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(SOP_ENGINE), "serve", "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield Tree(
-                marker, process, log, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health}"
-            )
-        finally:
-            for member in _tree(marker):
-                with suppress(ProcessLookupError):
-                    os.kill(member.pid, signal.SIGKILL)
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+    with _launched(env, log, "serve", "--port", str(port)) as (marker, process):
+        base, worker = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health}"
+        yield Tree(marker, process, log, base, worker)
 
 
 QUIET = {
@@ -254,34 +210,15 @@ def test_sigkill_of_a_worker_on_its_own_ends_its_flow_runs_and_prefect_server(
     tmp_path: Path,
 ) -> None:
     """No serve above it to clean up: what the worker started ends by itself."""
-    marker, log = uuid.uuid4().hex, tmp_path / "worker.log"
-    env = _environment(tmp_path, **BUSY, **{MARKER: marker})
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [str(SOP_ENGINE), "worker"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    log = tmp_path / "worker.log"
+    with _launched(_environment(tmp_path, **BUSY), log, "worker") as (marker, worker):
+        tree = Tree(marker, worker, log, "", "")
+        _wait_for(
+            lambda: any(FLOW_RUN in m.command.encode() for m in tree.members()),
+            120,
+            "a flow run in flight",
+            log,
         )
-        try:
-            _wait_for(
-                lambda: any(FLOW_RUN in m.command.encode() for m in _tree(marker)),
-                120,
-                "a flow run in flight",
-                log,
-            )
-            worker.kill()
-            worker.wait()
-            deadline = time.monotonic() + STOP_BOUND
-            while (left := _tree(marker)) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not left, f"left behind: {left}\n{_tail(log)}"
-        finally:
-            for member in _tree(marker):
-                with suppress(ProcessLookupError):
-                    os.kill(member.pid, signal.SIGKILL)
-            if worker.poll() is None:
-                worker.kill()
-            worker.wait()
+        worker.kill()
+        worker.wait()
+        tree.assert_gone_within(STOP_BOUND)
