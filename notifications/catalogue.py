@@ -39,7 +39,11 @@ FALLBACK_LANGUAGE = "en"
 LANGUAGES = ("en", "th", "km", "lo", "my", "vi")
 """The languages every template is written in: English, Thai, Khmer, Lao, Burmese, Vietnamese."""
 
-_TRANSITION = frozenset({"case_code", "event", "state", "service", "ask", "due_at"})
+_TRANSITION = frozenset(
+    {"case_code", "event", "state", "service", "ask", "due_at", "reason", "outcome"}
+)
+"""``reason`` and ``outcome``: a handoff answer's (decline, deliver); None on other
+transitions. Structured codes from the SOP, never free text."""
 _ESCALATION = frozenset({"case_code", "event", "state", "deadline", "level", "ask", "due_at"})
 _WITHDRAWAL = frozenset({"case_code", "event", "state", "scope", "ask"})
 _DELIVERY_FAILURE = frozenset({"case_code", "event", "state", "ask"})
@@ -48,6 +52,8 @@ CONTEXT_KEYS: Mapping[str, frozenset[str]] = {
     "task_assigned": _TRANSITION,
     "referral_received": _TRANSITION,
     "referral_acknowledged": _TRANSITION,
+    "referral_accepted": _TRANSITION,
+    "referral_delivered": _TRANSITION,
     "referral_declined": _TRANSITION,
     "referral_revoked": _TRANSITION,
     # A reminder is the first rung of an escalation ladder, but an SOP may also send it on a

@@ -29,7 +29,18 @@ from notifications.catalogue import FALLBACK_LANGUAGE, TEMPLATES_DIR, review_sta
 __all__ = ["CONTEXT_VARIABLES", "RenderedMessage", "Renderer", "due_local", "render"]
 
 CONTEXT_VARIABLES = frozenset(
-    {"case_code", "event", "state", "service", "ask", "deadline", "level", "scope"}
+    {
+        "case_code",
+        "event",
+        "state",
+        "service",
+        "ask",
+        "deadline",
+        "level",
+        "scope",
+        "reason",
+        "outcome",
+    }
 )
 """The outbox context keys a template may read, besides ``due_local``. Others are dropped."""
 

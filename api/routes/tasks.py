@@ -19,7 +19,7 @@ from api.openapi import error_responses
 from api.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_time_key, page_of
 from api.routes.referrals import _expected_version
 from api.schemas.referrals import FireResultPublic
-from api.schemas.tasks import DeclineRequest, TaskPublic, TaskStatus
+from api.schemas.tasks import DeclineRequest, DeliverRequest, TaskPublic, TaskStatus
 from api.users import Principal
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.tasks import TaskView
@@ -83,6 +83,7 @@ def _answer(
     response: Response,
     *,
     reason: str | None = None,
+    outcome: str | None = None,
     idempotency_key: str | None,
     if_match: str | None,
 ) -> FireResultPublic:
@@ -92,6 +93,7 @@ def _answer(
         action,
         actor_of(user),
         reason=reason,
+        outcome=outcome,
         idempotency_key=idempotency_key,
         expected_version=expected,
     )
@@ -155,15 +157,24 @@ def decline(
                    idempotency_key=idempotency_key, if_match=if_match)  # fmt: skip
 
 
-@router.post("/{task_id}/deliver", description="Report that the service was delivered." + _REFUSALS)
+@router.post(
+    "/{task_id}/deliver",
+    description="Report how the delivery ended: `successful`, or `unsuccessful` with one of "
+    "the handoff's `unsuccessful_reasons` (422 naming `outcome` or `reason` otherwise); the "
+    "referring agency is told." + _REFUSALS,
+)
 def deliver(
     *,
     runtime: RuntimeDep,
     user: Authorized,
     task_id: TaskId,
     response: Response,
+    body: Annotated[DeliverRequest | None, Body()] = None,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> FireResultPublic:
-    return _answer(runtime, user, task_id, "deliver", response,
+    # Optional here so that the task is looked up first (404 for another agency's); the
+    # engine refuses a delivery without an outcome (422 naming it).
+    reason, outcome = (body.reason, body.outcome) if body is not None else (None, None)
+    return _answer(runtime, user, task_id, "deliver", response, reason=reason, outcome=outcome,
                    idempotency_key=idempotency_key, if_match=if_match)  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -92,6 +92,9 @@ class FireRequest(_Request):
     facts: dict[str, Any] | None = None
     recipient_agency_id: str | None = None
     reason: str | None = None
+    """A handoff's decline reason, or why its delivery was unsuccessful."""
+    outcome: Literal["successful", "unsuccessful"] | None = None
+    """How a handoff's delivery ended (its ``deliver`` event needs one)."""
     override: OverrideIn | None = None
 
     def payload(self) -> dict[str, Any]:

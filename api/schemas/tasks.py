@@ -38,6 +38,24 @@ class DeclineRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=100)
 
 
+class DeliverRequest(BaseModel):
+    """How the delivery ended: ``successful``, or ``unsuccessful`` with one of the handoff's
+    ``unsuccessful_reasons`` (see the task). The referring agency is told either way."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"outcome": "successful"},
+                {"outcome": "unsuccessful", "reason": "survivor_did_not_attend"},
+            ]
+        },
+    )
+
+    outcome: Literal["successful", "unsuccessful"]
+    reason: str | None = Field(default=None, min_length=1, max_length=100)
+
+
 class TaskPublic(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -63,6 +81,7 @@ class TaskPublic(BaseModel):
                     "stage": "sent",
                     "service": "return and reintegration",
                     "decline_reasons": ["no_capacity", "family_tracing_failed"],
+                    "unsuccessful_reasons": ["survivor_did_not_attend", "other"],
                     "available_events": [
                         "return_referral.acknowledge",
                         "return_referral.decline",
@@ -94,6 +113,7 @@ class TaskPublic(BaseModel):
     stage: str | None
     service: str
     decline_reasons: list[str]
+    unsuccessful_reasons: list[str]
     available_events: list[str]
     """Events the caller may fire on this task now (guards are checked when fired)."""
 
@@ -120,6 +140,7 @@ class TaskPublic(BaseModel):
             stage=t.stage,
             service=t.service,
             decline_reasons=list(t.decline_reasons),
+            unsuccessful_reasons=list(t.unsuccessful_reasons),
             available_events=list(t.available_events),
         )
 

@@ -23,8 +23,11 @@ from typing import Any
 
 from sop_engine.language.source import DataPath, SourceDocument
 from sop_engine.language.spec import (
+    DEFAULT_UNSUCCESSFUL_REASONS,
+    FEEDBACK_TEMPLATES,
     HANDOFF_STAGES,
     MANAGING_AGENCY,
+    REVOKED_TEMPLATE,
     AgencySlot,
     ConsentScope,
     DataCategory,
@@ -101,6 +104,7 @@ KEYS: Mapping[str, frozenset[str]] = {
             "escalation",
             "decline_reasons",
             "reason_required",
+            "unsuccessful_reasons",
             "notify",
             "delivered",
             "declined",
@@ -270,6 +274,7 @@ def _handoff(r: _Reader, name: str) -> HandoffSpec:
         deliver_within=_duration(r("deliver_within")),
         decline_reasons=r.names("decline_reasons"),
         reason_required=bool(r("reason_required", True)),
+        unsuccessful_reasons=r.names("unsuccessful_reasons") or DEFAULT_UNSUCCESSFUL_REASONS,
         notify=_notifications(r, "notify"),
         sender=r("sender", MANAGING_AGENCY),
         where=r.where(),
@@ -315,12 +320,17 @@ def _handoff_transitions(h: HandoffSpec) -> list[TransitionSpec]:
     def t(
         action: str, sources: tuple[str, ...], target: str, roles: tuple[str, ...]
     ) -> TransitionSpec:
+        if action == "revoke":  # the receiver is told to stop work
+            told = Notification(REVOKED_TEMPLATE, h.role, h.to, h.where)
+        else:  # the sender hears every answer
+            told = Notification(FEEDBACK_TEMPLATES[action], h.sender_roles[0], h.sender, h.where)
         return TransitionSpec(
             id=f"{n}.{action}",
             event=f"{n}.{action}",
             sources=sources,
             target=target,
             roles=roles,
+            notify=(told,),
             handoff=n,
             agencies=(h.sender,) if action == "revoke" else (h.to,),
             where=h.where,

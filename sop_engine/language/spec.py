@@ -17,9 +17,13 @@ __all__ = [
     "BUILTIN_ANCHORS",
     "BUILTIN_FIELDS",
     "CASE_REFERENCE",
+    "DEFAULT_UNSUCCESSFUL_REASONS",
+    "FEEDBACK_TEMPLATES",
     "HANDOFF_ANSWERS",
     "HANDOFF_STAGES",
     "MANAGING_AGENCY",
+    "OUTCOMES",
+    "REVOKED_TEMPLATE",
     "AgencySlot",
     "ConsentScope",
     "DataCategory",
@@ -59,6 +63,31 @@ HANDOFF_STAGES = ("sent", "acknowledged", "accepted")
 
 HANDOFF_ANSWERS = ("acknowledge", "accept", "decline", "deliver")
 """A handoff's events that only the receiving agency fires."""
+
+FEEDBACK_TEMPLATES: Mapping[str, str] = MappingProxyType(
+    {
+        "acknowledge": "referral_acknowledged",
+        "accept": "referral_accepted",
+        "decline": "referral_declined",
+        "deliver": "referral_delivered",
+    }
+)
+"""What the sender is told of each answer of the receiver (the handoff's first sender
+role, at its sender's agency); a revoke tells the receiver :data:`REVOKED_TEMPLATE`."""
+
+REVOKED_TEMPLATE = "referral_revoked"
+
+OUTCOMES = ("successful", "unsuccessful")
+"""How a delivery ends: the service was given, or it was not (with a reason)."""
+
+DEFAULT_UNSUCCESSFUL_REASONS = (
+    "survivor_did_not_attend",
+    "survivor_declined_service",
+    "service_not_available",
+    "could_not_contact_survivor",
+    "other",
+)
+"""Why a delivery was unsuccessful, unless the handoff names its own reasons."""
 
 MANAGING_AGENCY = "managing_agency"
 """The agency that manages the referral (its owner), as transitions and handoffs name it
@@ -292,6 +321,8 @@ class HandoffSpec:
     deliver_within: timedelta | None = None
     decline_reasons: tuple[str, ...] = ()
     reason_required: bool = True
+    unsuccessful_reasons: tuple[str, ...] = DEFAULT_UNSUCCESSFUL_REASONS
+    """Why a delivery may be reported unsuccessful (one is always required then)."""
     notify: tuple[Notification, ...] = ()
     sender: str = MANAGING_AGENCY
     """The agency slot that sends the referral and alone may revoke it."""

@@ -29,7 +29,7 @@ __all__ = [
     "parse_payload",
 ]
 
-PAYLOAD_KEYS = frozenset({"facts", "recipient_agency_id", "reason", "override"})
+PAYLOAD_KEYS = frozenset({"facts", "recipient_agency_id", "reason", "outcome", "override"})
 OVERRIDE_KEYS = frozenset({"reason", "justification", "signed_off_by", "signed_off_role"})
 
 
@@ -40,6 +40,7 @@ class EventRequest:
     facts: dict[str, Any] = field(default_factory=dict)
     recipient_agency_id: str | None = None
     reason: str | None = None
+    outcome: str | None = None
     override: dict[str, Any] | None = None
 
 
@@ -51,7 +52,7 @@ def parse_payload(event: str, actor: Actor, payload: Mapping[str, Any] | None) -
             f"unknown payload key {unknown[0]!r} (known: {', '.join(sorted(PAYLOAD_KEYS))})",
             field=unknown[0],
         )
-    for key in ("recipient_agency_id", "reason"):
+    for key in ("recipient_agency_id", "reason", "outcome"):
         if payload.get(key) is not None and not isinstance(payload[key], str):
             raise InvalidInput(f"{key} must be a string", field=key)
     override = payload.get("override")
@@ -68,6 +69,7 @@ def parse_payload(event: str, actor: Actor, payload: Mapping[str, Any] | None) -
         facts=dict(payload.get("facts") or {}),
         recipient_agency_id=payload.get("recipient_agency_id"),
         reason=payload.get("reason"),
+        outcome=payload.get("outcome"),
         override=override,
     )
 

@@ -224,16 +224,19 @@ class Runtime:
         actor: Actor,
         *,
         reason: str | None = None,
+        outcome: str | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
     ) -> FireResult:
         """Answer the handoff of a task of the actor's agency (``acknowledge``, ``accept``,
-        ``decline`` with a reason, ``deliver``) by firing its event on the task's referral; a
-        retry with the same idempotency key answers the first result, the task closed since."""
+        ``decline`` with a reason, ``deliver`` with an outcome) by firing its event on the
+        task's referral; a retry with the same idempotency key answers the first result, the
+        task closed since."""
         task = self.read_task(task_id, actor, action=f"task.{action}")
         retry = self._replay(actor, idempotency_key) is not None
-        event = tasks.handoff_event(task, action, reason, retry=retry)
-        payload = {"reason": reason} if reason is not None else None
+        event = tasks.handoff_event(task, action, retry=retry)
+        given = {"reason": reason, "outcome": outcome}
+        payload = {k: v for k, v in given.items() if v is not None} or None
         code, key = task.case_code, idempotency_key
         return self.fire(code, event, actor, payload, key, expected_version=expected_version)
 

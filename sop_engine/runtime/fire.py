@@ -27,7 +27,13 @@ from sop_engine.errors import (
     TransitionNotAllowed,
 )
 from sop_engine.language.compiler import CompiledSop
-from sop_engine.language.spec import HandoffSpec, SopSpec, TransitionSpec
+from sop_engine.language.spec import (
+    MANAGING_AGENCY,
+    OUTCOMES,
+    HandoffSpec,
+    SopSpec,
+    TransitionSpec,
+)
 from sop_engine.persistence.models import (
     IdempotencyRecord,
     Referral,
@@ -145,6 +151,11 @@ def apply_transition(
     entry: dict[str, Any] = {"kind": "transition", "details": {}}
     if t.handoff is not None and t.action == "decline":
         entry["details"]["reason"] = _decline_reason(spec.handoffs[t.handoff], request)
+    if t.handoff is not None and t.action == "deliver":
+        outcome, reason = _delivery_outcome(spec.handoffs[t.handoff], request)
+        entry["details"]["outcome"] = outcome
+        if reason is not None:
+            entry["details"]["reason"] = reason
 
     if t.discloses is not None:
         slot = t.discloses.to
@@ -206,6 +217,26 @@ def _decline_reason(h: HandoffSpec, request: EventRequest) -> str | None:
     return request.reason
 
 
+def _delivery_outcome(h: HandoffSpec, request: EventRequest) -> tuple[str, str | None]:
+    """``successful``, or ``unsuccessful`` with one of the handoff's reasons."""
+    outcome, reason = request.outcome, request.reason
+    if outcome not in OUTCOMES:
+        raise InvalidInput(
+            "reporting a delivery needs its outcome: successful, or unsuccessful with a reason",
+            field="outcome",
+        )
+    if outcome == "successful":
+        if reason is not None:
+            raise InvalidInput("a successful delivery takes no reason", field="reason")
+        return outcome, None
+    if reason not in h.unsuccessful_reasons:
+        raise InvalidInput(
+            f"an unsuccessful delivery needs a reason: one of {', '.join(h.unsuccessful_reasons)}",
+            field="reason",
+        )
+    return outcome, reason
+
+
 def _recipient(
     conn: Connection, services: Services, change: Change, slot: str, request: EventRequest
 ) -> tuple[str, Recipient]:
@@ -256,8 +287,9 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
 
     ``payload`` may hold ``facts`` (those the transition ``sets``), ``recipient_agency_id``
     (the agency receiving a disclosure, when not chosen before), ``reason`` (declining a
-    handoff) and ``override`` (``reason``, ``justification``, ``signed_off_by``,
-    ``signed_off_role``) for a transition that shares data without consent.
+    handoff, or reporting its delivery unsuccessful), ``outcome`` (reporting a delivery:
+    ``successful`` or ``unsuccessful``) and ``override`` (``reason``, ``justification``,
+    ``signed_off_by``, ``signed_off_role``) for a transition that shares data without consent.
     """
     request = parse_payload(event, actor, payload)
     request_mac = (
@@ -460,8 +492,12 @@ def _move(
     target = spec.states[t.target]
     service = spec.handoffs[target.handoff].service if target.handoff else ""
     due = change.rows.get("tasks", [{}])[0].get("due_at") if moving and target.tasks else None
+    details = entry["details"]
     for n in t.notify:
-        agency = change.agencies.get(n.agency) if n.agency else None
+        if n.agency == MANAGING_AGENCY:
+            agency: str | None = change.ref.owner_agency_id
+        else:
+            agency = change.agencies.get(n.agency) if n.agency else None
         if n.agency is None:
             agency = recipient_agency(
                 spec, target, n.to, change.agencies, change.ref.owner_agency_id
@@ -476,6 +512,8 @@ def _move(
                 "service": service,
                 "ask": next((task.ask for task in target.tasks.values() if task.role == n.to), ""),
                 "due_at": due.isoformat() if due else None,
+                "reason": details.get("reason"),
+                "outcome": details.get("outcome"),
             },
         )
     return seq_hash

@@ -80,6 +80,8 @@ class TaskView:
     stage: str | None
     service: str
     decline_reasons: tuple[str, ...]
+    unsuccessful_reasons: tuple[str, ...]
+    """Why its delivery may be reported unsuccessful (a handoff's task; empty otherwise)."""
     available_events: tuple[str, ...]
     """Events the reader may fire on this task now (by role and agency; guards are checked
     when fired). Empty for a closed task."""
@@ -145,13 +147,11 @@ def read_task(
     return view
 
 
-def handoff_event(
-    task: TaskView, action: str, reason: str | None = None, *, retry: bool = False
-) -> str:
+def handoff_event(task: TaskView, action: str, *, retry: bool = False) -> str:
     """The event answering the handoff of ``task`` with ``action``; refuse a task that is not
-    a handoff's, a closed one (unless ``retry``: a request whose idempotency key was seen,
-    which ``fire`` answers with the first result), and a decline reason the handoff does
-    not list."""
+    a handoff's, and a closed one (unless ``retry``: a request whose idempotency key was
+    seen, which ``fire`` answers with the first result). The answer's reason and outcome are
+    checked by ``fire``, against the handoff (``reason_required``, its reasons)."""
     if action not in HANDOFF_ANSWERS:
         raise InvalidInput(f"action must be one of {', '.join(HANDOFF_ANSWERS)}", field="action")
     if task.handoff is None:
@@ -163,10 +163,6 @@ def handoff_event(
     if task.status != "open" and not retry:
         raise TransitionNotAllowed(
             f"task {task.name!r} on referral {task.case_code} is {task.status}", available=()
-        )
-    if action == "decline" and reason not in task.decline_reasons:
-        raise InvalidInput(
-            f"reason must be one of {', '.join(task.decline_reasons)}", field="reason"
         )
     return f"{task.handoff}.{action}"
 
@@ -221,5 +217,6 @@ def _view(
         stage=state.stage if state is not None and handoff is not None else None,
         service=handoff.service if handoff is not None else "",
         decline_reasons=handoff.decline_reasons if handoff is not None else (),
+        unsuccessful_reasons=handoff.unsuccessful_reasons if handoff is not None else (),
         available_events=events,
     )

@@ -44,6 +44,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/referrals/{case_code}/consents/{grant_id}/withdrawal"): None,
     ("POST", "/referrals/{case_code}/withdrawal-acknowledgement"): None,
     ("POST", "/tasks/{task_id}/decline"): {"reason": "no_capacity"},
+    ("POST", "/tasks/{task_id}/deliver"): {"outcome": "successful"},
 }
 """Bodies that would succeed for an agency on the referral; other routes take none, or
 bodies that do not matter here (creating a referral, uploading an SOP)."""

@@ -45,7 +45,7 @@ PATH = (
     ("refer_for_return", {"recipient_agency_id": RECEIVER}),
     ("return_referral.acknowledge", None),
     ("return_referral.accept", None),
-    ("return_referral.deliver", None),
+    ("return_referral.deliver", {"outcome": "successful"}),
     ("close", None),
 )
 """The main path; the receiver's answers are fired by the receiver, the rest by the manager."""

@@ -27,6 +27,7 @@ from sop_engine.directory.loader import load_directory
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
+from tests.handoffs import DELIVERED
 
 from .conftest import SOPS, SURVIVOR, Users
 
@@ -132,7 +133,7 @@ def test_a_referral_from_intake_to_closure_with_an_escalation(
     assert "survivor_name" not in shown
     assert shown["consent_reference"] == grant_id
     task = fp.get("/tasks")["items"][0]["id"]
-    assert fp.post(f"/tasks/{task}/deliver")["state"] == "follow_up"
+    assert fp.post(f"/tasks/{task}/deliver", DELIVERED)["state"] == "follow_up"
 
     # Follow-up, feedback to the receiving agency, closure.
     cw.post(f"{events}/send_feedback")

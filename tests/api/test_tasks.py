@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.users import create_user
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.handoffs import DELIVERED, answer_payload
 
 from .conftest import SURVIVOR, Users, referral_body
 
@@ -197,7 +198,7 @@ def test_acknowledge_accept_and_deliver_move_the_handoff(
     assert r.json()["state"] == "return_referral.accepted"
     deliver = the_task(client, users, sent)
     assert deliver["available_events"] == ["return_referral.deliver"]
-    r = answer(client, users, deliver["id"], "deliver")
+    r = answer(client, users, deliver["id"], "deliver", json={"outcome": "successful"})
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "follow_up"
     assert tasks_of(client, users, "focal_point") == []
@@ -210,7 +211,7 @@ def test_an_answer_the_stage_does_not_allow_is_409_with_the_allowed_ones(
 ) -> None:
     task = the_task(client, users, sent)
     for action in ("accept", "deliver"):
-        r = answer(client, users, task["id"], action)
+        r = answer(client, users, task["id"], action, json=answer_payload(action))
         assert r.status_code == 409, r.text
         assert r.json()["error"] == "transition_not_allowed"
         assert "return_referral.acknowledge" in r.json()["available"]
@@ -310,7 +311,7 @@ ROUTES = [
     ("POST", "/tasks/{task}/acknowledge", None),
     ("POST", "/tasks/{task}/accept", None),
     ("POST", "/tasks/{task}/decline", {"reason": "no_capacity"}),
-    ("POST", "/tasks/{task}/deliver", None),
+    ("POST", "/tasks/{task}/deliver", DELIVERED),
     ("GET", "/referrals/{code}/disclosed", None),
 ]
 

@@ -17,6 +17,8 @@ TRANSITION: dict[str, object] = {
     "service": "care",
     "ask": "Acknowledge the referral",
     "due_at": "2027-02-01T03:00:00+00:00",
+    "reason": None,
+    "outcome": None,
 }
 ESCALATION: dict[str, object] = {
     "case_code": "R7KQ-M2XD-9PTA",

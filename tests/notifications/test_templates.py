@@ -26,7 +26,9 @@ NOTIFICATIONS = (
     "task_assigned",
     "referral_received",
     "referral_acknowledged",
+    "referral_accepted",
     "referral_declined",
+    "referral_delivered",
     "referral_revoked",
     "deadline_reminder",
     "deadline_escalated",
@@ -49,6 +51,8 @@ FULL_CONTEXT: dict[str, Any] = {
     "deadline": "acknowledge",
     "level": 2,
     "scope": "health_referral",
+    "reason": "survivor_did_not_attend",
+    "outcome": "unsuccessful",
 }
 PERSONAL = re.compile(
     r"name|phone|mobile|email|address|incident|village|district|province|location|gps"

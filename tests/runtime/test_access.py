@@ -15,6 +15,7 @@ import pytest
 from sop_engine.errors import RoleNotAllowed
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
+from tests.handoffs import DELIVERED
 
 RECEIVER = "LA-SW-1"
 
@@ -58,7 +59,7 @@ def test_the_receiver_cannot_fire_the_managing_agencys_steps(
     if answer == "deliver":
         runtime.fire(returned, "return_referral.accept", focal_point)
     runtime.fire(returned, f"return_referral.{answer}", focal_point, {"reason": "no_capacity"}
-                 if answer == "decline" else None)  # fmt: skip
+                 if answer == "decline" else DELIVERED)  # fmt: skip
     state = runtime.read_referral(returned).state
     no_payload: dict[str, str] = {}
     attempts = {
@@ -85,7 +86,7 @@ def test_in_follow_up_each_side_fires_only_its_own_steps(
     runtime: Runtime, returned: str, caseworker: Actor, focal_point: Actor
 ) -> None:
     runtime.fire(returned, "return_referral.accept", focal_point)
-    runtime.fire(returned, "return_referral.deliver", focal_point)
+    runtime.fire(returned, "return_referral.deliver", focal_point, DELIVERED)
     assert runtime.read_referral(returned).state == "follow_up"
     runtime.grant_consent(
         returned, scope="feedback_to_case_agency", actor=caseworker, given_by="survivor"

@@ -50,6 +50,7 @@ from sop_engine.persistence.models import (
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
+from tests.handoffs import answer_payload
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRIDOR = "example.corridor"
@@ -304,7 +305,7 @@ def _in_follow_up(runtime: Runtime, code: str, caseworker: Actor, focal_point: A
         code, "refer_for_return", caseworker, {"recipient_agency_id": focal_point.agency_id}
     )
     for step in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{step}", focal_point)
+        runtime.fire(code, f"return_referral.{step}", focal_point, answer_payload(step))
     assert runtime.read_referral(code).state == "follow_up"
 
 

@@ -16,6 +16,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.consent import age_band, check_basis
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
+from tests.handoffs import answer_payload
 
 RETURN = {"recipient_agency_id": "LA-SW-1"}
 
@@ -98,7 +99,7 @@ def test_withdrawal_blocks_the_next_disclosure_and_tells_every_holder(
     )
     runtime.fire(code, "refer_for_return", caseworker, RETURN)
     for event in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{event}", focal_point)
+        runtime.fire(code, f"return_referral.{event}", focal_point, answer_payload(event))
     runtime.fire(code, "send_feedback", caseworker)  # allowed: consent stands
     told = runtime.withdraw_consent(code, grant.id, caseworker)
     assert told == ["LA-SW-1"]

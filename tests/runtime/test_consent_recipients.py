@@ -18,6 +18,7 @@ from sop_engine.persistence.models import Disclosure, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.recipients import UnknownAgency
+from tests.handoffs import answer_payload
 
 RECEIVER, OTHER_LAO = "LA-SW-1", "LA-SW-2"
 
@@ -117,7 +118,7 @@ def test_the_receiver_reads_values_as_disclosed_not_as_they_are_now(
     runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
     runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": RECEIVER})
     for answer in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{answer}", focal_point)
+        runtime.fire(code, f"return_referral.{answer}", focal_point, answer_payload(answer))
     assert runtime.read_disclosed(code, focal_point).fields["risk_level"] == "medium"
     runtime.fire(code, "record_follow_up", caseworker, {"facts": {"risk_level": "low"}})
     assert runtime.read_referral(code).facts["risk_level"] == "low"
@@ -135,7 +136,7 @@ def test_what_the_receiver_writes_reaches_the_managing_agency_only_as_disclosed(
     runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
     runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": RECEIVER})
     for answer in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{answer}", focal_point)
+        runtime.fire(code, f"return_referral.{answer}", focal_point, answer_payload(answer))
     score = {"facts": {"follow_up_score": 4}}
     with pytest.raises(ConsentMissing, match="scope 'feedback_to_case_agency'"):
         runtime.fire(code, "report_reintegration", focal_point, score)
@@ -157,7 +158,7 @@ def test_a_fact_written_by_the_receiver_and_not_disclosed_stays_the_receivers(
     runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
     runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": RECEIVER})
     for answer in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{answer}", focal_point)
+        runtime.fire(code, f"return_referral.{answer}", focal_point, answer_payload(answer))
     runtime.grant_consent(code, scope="feedback_to_case_agency", actor=caseworker,
                           given_by="survivor")  # fmt: skip
     runtime.fire(code, "report_reintegration", focal_point, {"facts": {"follow_up_score": 4}})

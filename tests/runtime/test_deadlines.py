@@ -15,6 +15,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim, renew_claims, sweep_batch
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
+from tests.handoffs import answer_payload
 
 TM, OUT, T = table(Timer), table(OutboxMessage), table(TimelineEntry)
 
@@ -129,7 +130,7 @@ def test_an_escalation_level_may_fire_an_event(
     runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
     runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": "LA-SW-1"})
     for event in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{event}", focal_point)
+        runtime.fire(code, f"return_referral.{event}", focal_point, answer_payload(event))
     assert runtime.read_referral(code).state == "follow_up"
     clock.advance(timedelta(days=17, minutes=1))  # two weeks, then three days more: level 2
     outcomes = [o for o in runtime.sweep() if o.fired_event]

@@ -15,6 +15,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.disclosed import READ_ACTION, DisclosureWithdrawn
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
+from tests.handoffs import answer_payload
 
 RETURN = {"recipient_agency_id": "LA-SW-1"}
 DATASET = {"case_code", "service_needed", "risk_level", "safe_contact_method", "consent_reference"}
@@ -99,7 +100,7 @@ def test_withdrawal_stops_only_what_was_disclosed_under_that_grant(
     code = referral_in_action_plan
     first = _send_for_return(runtime, caseworker, code)
     for answer in ("acknowledge", "accept", "deliver"):
-        runtime.fire(code, f"return_referral.{answer}", focal_point)
+        runtime.fire(code, f"return_referral.{answer}", focal_point, answer_payload(answer))
     clock.advance(timedelta(days=1))
     second = runtime.grant_consent(
         code, scope="cross_border_return", actor=caseworker, given_by="survivor"

@@ -16,6 +16,7 @@ from sop_engine.persistence.db import make_engine
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
+from tests.handoffs import DELIVERED
 
 
 def test_every_step_survives_a_reload(
@@ -66,7 +67,7 @@ def test_every_step_survives_a_reload(
         ),
         lambda: runtime.fire(code, "return_referral.acknowledge", focal_point),
         lambda: runtime.fire(code, "return_referral.accept", focal_point),
-        lambda: runtime.fire(code, "return_referral.deliver", focal_point),
+        lambda: runtime.fire(code, "return_referral.deliver", focal_point, DELIVERED),
         lambda: runtime.fire(code, "close", supervisor),
     ]
     for step in steps:

@@ -16,6 +16,7 @@ from sop_engine.persistence.models import OutboxMessage, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
+from tests.handoffs import answer_payload
 
 MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
 CASEWORKER = Actor("u-cw", "caseworker", "KH-NGO-1", ("ngo",))
@@ -96,7 +97,7 @@ def test_main_path(runtime: Runtime, clock: ManualClock) -> None:
     runtime.fire(code, "refer_for_health_care", CASEWORKER, {"recipient_agency_id": "KH-CLINIC-1"})
     for action in ("acknowledge", "accept", "deliver"):
         clock.advance(timedelta(minutes=30))
-        runtime.fire(code, f"health_referral.{action}", CLINIC)
+        runtime.fire(code, f"health_referral.{action}", CLINIC, answer_payload(action))
     care = {"health_care_given": True, "health_care_at": clock.now().isoformat()}
     runtime.fire(code, "record_health_care", CASEWORKER, {"facts": care})
     follow_up = runtime.fire(code, "start_follow_up", CASEWORKER)

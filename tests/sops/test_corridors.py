@@ -27,6 +27,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.ledger import GrantRecord
 from tests.agencies import agency_directory
+from tests.handoffs import answer_payload
 
 MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
 START = datetime(2027, 3, 1, 1, 30, tzinfo=UTC)
@@ -207,7 +208,7 @@ def _request_tracing(runtime: Runtime, c: Corridor, code: str) -> GrantRecord:
 
 def _trace_safe(runtime: Runtime, c: Corridor, code: str) -> None:
     for step in HANDOFF:
-        runtime.fire(code, f"family_tracing.{step}", c.focal_point)
+        runtime.fire(code, f"family_tracing.{step}", c.focal_point, answer_payload(step))
     result = {"family_assessment_result": "safe_to_return"}
     reported = runtime.fire(code, "report_family_assessment", c.focal_point, {"facts": result})
     assert reported.state == "return_coordination"
@@ -298,7 +299,7 @@ def test_main_path_from_intake_through_return_to_closure(
         c.reintegration_agency,
     )
     for step in HANDOFF:
-        runtime.fire(code, f"reintegration_referral.{step}", c.reintegration)
+        runtime.fire(code, f"reintegration_referral.{step}", c.reintegration, answer_payload(step))
     progress = {"reintegration_status": "in_progress", "risk_level": "low"}
     followed = runtime.fire(code, "record_reintegration_follow_up", fp, {"facts": progress})
     assert followed.state == "reintegration_follow_up"
@@ -429,7 +430,7 @@ def test_open_clinical_windows_send_health_care_to_a_local_provider_first(
     assert (local.state, local.disclosed_to) == ("health_referral.sent", c.hospital)
     hospital = Actor("u-oscc", "agency_focal_point", c.hospital, ("health",))
     for step in HANDOFF:
-        runtime.fire(code, f"health_referral.{step}", hospital)
+        runtime.fire(code, f"health_referral.{step}", hospital, answer_payload(step))
     care = {"health_care_given": True, "health_care_at": runtime.clock.now().isoformat()}
     runtime.fire(code, "record_health_care", cw, {"facts": care})
 
@@ -508,7 +509,7 @@ def test_not_safe_or_inconclusive_assessment_leads_back_to_the_host_action_plan(
                 code, "request_family_tracing", cw, {"recipient_agency_id": c.focal_agency}
             )
         for step in HANDOFF:
-            runtime.fire(code, f"family_tracing.{step}", c.focal_point)
+            runtime.fire(code, f"family_tracing.{step}", c.focal_point, answer_payload(step))
         facts = {"family_assessment_result": result}
         with pytest.raises(RoleNotAllowed):  # the receiving focal point reports, nobody else
             runtime.fire(code, "report_family_assessment", cw, {"facts": facts})

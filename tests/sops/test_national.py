@@ -28,6 +28,7 @@ from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, t
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
+from tests.handoffs import DELIVERED
 from tests.shipped import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -400,7 +401,7 @@ def test_main_path_from_intake_to_closure(
     )
     assert runtime.fire(code, "health_referral.accept", focal).state == "health_referral.accepted"
     clock.advance(2 * H)
-    assert runtime.fire(code, "health_referral.deliver", focal).state == "action_plan"
+    assert runtime.fire(code, "health_referral.deliver", focal, DELIVERED).state == "action_plan"
 
     care_at = clock.now()
     result = runtime.fire(
