@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.gauges import read_gauges
+from sop_engine.runtime.sop_dates import DateStatus, date_status
 
 __all__ = ["MetricsAccess", "RequestMetrics", "database_collector", "new_registry"]
 
@@ -128,6 +131,16 @@ class _DatabaseCollector(Collector):
         yield succeeded
         yield held
         yield items
+        versions = GaugeMetricFamily(
+            "sop_engine_sop_versions",
+            "SOP versions loaded, by their dates today (not_in_effect, in_effect, review_due).",
+            labels=("date_status",),
+        )
+        now = runtime.clock.now()
+        counted: Counter[str] = Counter(date_status(sop.spec, now) for sop in runtime.library)
+        for status in get_args(DateStatus):
+            versions.add_metric([status], counted[status])
+        yield versions
 
 
 def database_collector(runtime: Callable[[], Runtime]) -> Collector:

@@ -125,7 +125,14 @@ def build_app() -> FastAPI:
     log.info("database %s is up to date; %d SOP(s) loaded", shown, len(list(library)))
     directory = _service_directory(engine, settings.resolved_directory_dir())
     max_age = timedelta(seconds=settings.compliance_max_age_seconds)
-    runtime = Runtime(engine, library, keyring, directory=directory, compliance_max_age=max_age)
+    runtime = Runtime(
+        engine,
+        library,
+        keyring,
+        directory=directory,
+        compliance_max_age=max_age,
+        refuse_past_review=settings.refuse_sops_past_review,
+    )
     token = settings.metrics_token
     return create_app(
         runtime,

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     stop its local Prefect server) before it kills them and exits 1; keep it inside the
     supervisor's own stop timeout (systemd's ``TimeoutStopSec``, 90 s by default)."""
 
+    refuse_sops_past_review: bool = False
+    """Refuse new referrals on an SOP version whose review date has come (by default they
+    start, each with a warning)."""
+
     single_coordinator: bool = False
     """Let the coordinator who uploaded an SOP approve it alone (a demo with one coordinator).
     Off by default: a second coordinator approves every SOP that goes live. Production

@@ -12,7 +12,13 @@ from fastapi import APIRouter, Body, Header, Request, Response, status
 
 from api.deps import Authorized, RuntimeDep, actor_of, managed_directory
 from api.openapi import error_responses
-from api.schemas.referrals import FireRequest, FireResultPublic, ReferralCreate, ReferralPublic
+from api.schemas.referrals import (
+    FireRequest,
+    FireResultPublic,
+    IncidentTimeRequest,
+    ReferralCreate,
+    ReferralPublic,
+)
 from api.users import Principal, find_by_id
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.runtime.engine import Runtime
@@ -106,6 +112,32 @@ def _check_signer(runtime: Runtime, user: Principal, signer_id: str, role: str) 
             "in the role the SOP names for the sign-off (signed_off_role)",
             field="override.signed_off_by",
         )
+
+
+@router.put("/{case_code}/incident-time")
+def record_incident_time(
+    *,
+    runtime: RuntimeDep,
+    user: Authorized,
+    case_code: str,
+    body: IncidentTimeRequest,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> ReferralPublic:
+    """Record or correct when the incident happened, with a reason: the clinical windows run
+    from it, so the state's deadlines that do start again from the new time, and the timeline
+    keeps the old time and the reason. The managing agency only (404 for an agency not on
+    the referral, 403 for one on it that does not manage it); ``If-Match`` as for events."""
+    _visible(runtime, case_code, user)
+    view = runtime.record_incident_time(
+        case_code,
+        incident_at=body.incident_at,
+        reason=body.reason,
+        actor=actor_of(user),
+        expected_version=_expected_version(if_match),
+    )
+    response.headers["ETag"] = f'"{view.version}"'
+    return ReferralPublic.of(view)
 
 
 @router.post("/{case_code}/events/{event}")

@@ -47,6 +47,7 @@ from sop_engine.publishing import (
     refuse_upload,
     upload_sop,
 )
+from sop_engine.runtime.sop_dates import date_status
 
 router = APIRouter(
     prefix="/sops",
@@ -81,7 +82,18 @@ _YAML_BODY: dict[str, Any] = {
 
 @router.get("")
 def list_sops(runtime: RuntimeDep) -> list[SopListItem]:
-    return [SopListItem(key=s.key, version=s.version, title=s.spec.title) for s in runtime.library]
+    now = runtime.clock.now()
+    return [
+        SopListItem(
+            key=s.key,
+            version=s.version,
+            title=s.spec.title,
+            effective=s.spec.effective,
+            review=s.spec.review,
+            date_status=date_status(s.spec, now),
+        )
+        for s in runtime.library
+    ]
 
 
 @router.get("/{key}/{version}")

@@ -101,6 +101,24 @@ class FireRequest(_Request):
         return self.model_dump(exclude_none=True)
 
 
+class IncidentTimeRequest(_Request):
+    """When the incident happened (with its time zone), and why it is recorded now: one of
+    ``first_established``, ``survivor_recalled``, ``medical_record``, ``data_entry_error``,
+    ``other``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"incident_at": "2026-03-01T22:00:00+07:00", "reason": "first_established"}
+            ]
+        },
+    )
+
+    incident_at: AwareDatetime
+    reason: str = Field(min_length=1, max_length=40)
+
+
 class ReferralPublic(BaseModel):
     """A referral without its identifying facts (only their names, in ``sealed_fields``).
 
@@ -125,6 +143,8 @@ class ReferralPublic(BaseModel):
     erased: bool
     available_events: list[str]
     """Events the calling user may fire now."""
+    warnings: list[str] = []
+    """On creation only: its SOP version is due for review (the referral was created)."""
 
     @classmethod
     def of(cls, view: ReferralView) -> ReferralPublic:
@@ -146,6 +166,7 @@ class ReferralPublic(BaseModel):
             closed_at=view.closed_at,
             erased=view.erased,
             available_events=list(view.available_events),
+            warnings=list(view.warnings),
         )
 
     def as_seen_by(self, agency_id: str | None) -> ReferralPublic:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,11 @@ class SopListItem(BaseModel):
     key: str
     version: int
     title: str
+    effective: date
+    review: date
+    date_status: Literal["not_in_effect", "in_effect", "review_due"]
+    """Today, where the SOP applies: new referrals start only on a version in effect; one
+    due for review still starts them, with a warning (or not at all, by a setting)."""
 
 
 class DeadlinePublic(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
 from sop_engine.errors import ConcurrentChange
-from sop_engine.language.spec import HANDOFF_STAGES, SopSpec, StateSpec
+from sop_engine.language.spec import HANDOFF_STAGES, DeadlineSpec, SopSpec, StateSpec
 from sop_engine.persistence.models import (
     Disclosure,
     OutboxMessage,
@@ -60,6 +60,7 @@ _CLAIM_REFERRAL = (
         sealed=bindparam("p_sealed", type_=_R.c.sealed.type),
         sealed_fields=bindparam("p_sealed_fields", type_=_R.c.sealed_fields.type),
         closed_at=bindparam("p_closed_at", type_=_R.c.closed_at.type),
+        incident_at=bindparam("p_incident_at", type_=_R.c.incident_at.type),
         updated_at=bindparam("p_updated_at", type_=_R.c.updated_at.type),
         timeline_seq=bindparam("p_timeline_seq"),
         head_hash=bindparam("p_head_hash"),
@@ -82,6 +83,22 @@ _DROP_TIMERS = delete(_TM).where(
     _TM.c.referral_id == bindparam("p_referral"),
     _TM.c.state == bindparam("p_state"),
     _TM.c.fired_at.is_(None),
+)
+_DROP_DEADLINE_TIMERS = delete(_TM).where(
+    _TM.c.referral_id == bindparam("p_referral"),
+    _TM.c.state == bindparam("p_state"),
+    _TM.c.deadline == bindparam("p_deadline"),
+    _TM.c.fired_at.is_(None),
+)
+_TASK_DUE = (
+    update(_TK)
+    .where(
+        _TK.c.referral_id == bindparam("p_referral"),
+        _TK.c.state == bindparam("p_state"),
+        _TK.c.name == bindparam("p_name"),
+        _TK.c.status == "open",
+    )
+    .values(due_at=bindparam("p_due_at", type_=_TK.c.due_at.type))
 )
 SELECT_BY_CASE_CODE = select(_R).where(_R.c.case_code == bindparam("p_code"))
 """A referral's row by case code; execute with ``{"p_code": code}``."""
@@ -137,6 +154,7 @@ class Change:
     sealed: bytes | None = None
     sealed_fields: list[str] = field(default_factory=list)
     closed_at: datetime | None = None
+    incident_at: datetime | None = None
     seq: int = 0
     head: str = ""
     entries: list[dict[str, Any]] = field(default_factory=list)
@@ -157,6 +175,7 @@ class Change:
             sealed=ref.sealed,
             sealed_fields=list(ref.sealed_fields or ()),
             closed_at=ref.closed_at,
+            incident_at=ref.incident_at,
             seq=ref.timeline_seq,
             head=ref.head_hash,
         )
@@ -260,24 +279,9 @@ class Change:
             self.closed_at = self.now
         deadlines_due: dict[str, datetime] = {}
         for d in spec.deadlines.values():
-            start = anchor_time(self.ref, self.facts, d.anchor, self.now)
-            if start is None:
-                continue
-            due = start + d.after
-            deadlines_due[d.name] = due
-            for lv in d.escalation:
-                self.add(
-                    "timers",
-                    {
-                        "referral_id": self.ref.id,
-                        "state": state,
-                        "deadline": d.name,
-                        "level": lv.level,
-                        "due_at": due + lv.after,
-                        "deadline_due_at": due,
-                        "created_at": self.now,
-                    },
-                )
+            due = self._start_timers(state, d)
+            if due is not None:
+                deadlines_due[d.name] = due
         first_due = min(deadlines_due.values(), default=None)
         for task in spec.tasks.values():
             agency = self.agencies.get(task.agency or "", self.ref.owner_agency_id)
@@ -301,11 +305,86 @@ class Change:
     def missing_anchors(self, state: str) -> list[str]:
         """Deadlines of ``state`` that cannot start because their timestamp is unknown."""
         spec = self.spec.states[state]
-        return [
-            d.name
+        return [d.name for d in spec.deadlines.values() if self._anchor(d.anchor) is None]
+
+    def reanchor(self, anchor: str) -> None:
+        """Restart the current state's deadlines that run from ``anchor`` (its value changed):
+        their unfired timers are replaced by timers from the new value (those already due
+        fire at the next sweep), and the open tasks' due times follow. Fired levels stay."""
+        spec = self.spec.states[self.state]
+        moved = [d for d in spec.deadlines.values() if d.anchor == anchor]
+        if not moved:
+            return
+        for d in moved:
+            self.statements.append(
+                (
+                    _DROP_DEADLINE_TIMERS,
+                    {"p_referral": self.ref.id, "p_state": self.state, "p_deadline": d.name},
+                )
+            )
+            self._start_timers(self.state, d, skip_fired=True)
+        deadlines_due = {
+            d.name: start + d.after
             for d in spec.deadlines.values()
-            if anchor_time(self.ref, self.facts, d.anchor, self.now) is None
-        ]
+            if (start := self._anchor(d.anchor)) is not None
+        }
+        first_due = min(deadlines_due.values(), default=None)
+        for task in spec.tasks.values():
+            self.statements.append(
+                (
+                    _TASK_DUE,
+                    {
+                        "p_referral": self.ref.id,
+                        "p_state": self.state,
+                        "p_name": task.name,
+                        "p_due_at": deadlines_due.get(task.name, first_due),
+                    },
+                )
+            )
+
+    def _anchor(self, anchor: str) -> datetime | None:
+        if anchor == "incident_at":
+            return self.incident_at
+        return anchor_time(self.ref, self.facts, anchor, self.now)
+
+    def _start_timers(
+        self, state: str, d: DeadlineSpec, *, skip_fired: bool = False
+    ) -> datetime | None:
+        """Add the timers of deadline ``d`` of ``state``; when it is due (None when its
+        timestamp is unknown). ``skip_fired``: not the levels that already fired."""
+        start = self._anchor(d.anchor)
+        if start is None:
+            return None
+        due = start + d.after
+        fired = self._fired_levels(state, d.name) if skip_fired else set()
+        for lv in d.escalation:
+            if lv.level in fired:
+                continue
+            self.add(
+                "timers",
+                {
+                    "referral_id": self.ref.id,
+                    "state": state,
+                    "deadline": d.name,
+                    "level": lv.level,
+                    "due_at": due + lv.after,
+                    "deadline_due_at": due,
+                    "created_at": self.now,
+                },
+            )
+        return due
+
+    def _fired_levels(self, state: str, deadline: str) -> set[int]:
+        return set(
+            self.conn.scalars(
+                select(_TM.c.level).where(
+                    _TM.c.referral_id == self.ref.id,
+                    _TM.c.state == state,
+                    _TM.c.deadline == deadline,
+                    _TM.c.fired_at.is_not(None),
+                )
+            )
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -326,6 +405,7 @@ class Change:
                 "p_sealed": self.sealed,
                 "p_sealed_fields": self.sealed_fields,
                 "p_closed_at": self.closed_at,
+                "p_incident_at": self.incident_at,
                 "p_updated_at": self.now,
                 "p_timeline_seq": self.seq,
                 "p_head_hash": self.head,

@@ -29,6 +29,7 @@ from sop_engine.runtime import (
     deadlines,
     disclosed,
     fire,
+    incident,
     ledger,
     notices,
     outbox,
@@ -78,14 +79,22 @@ class Runtime:
         directory: ServiceDirectory | None = None,
         compliance_max_age: timedelta | None = None,
         timer_lease: timedelta = deadlines.DEFAULT_LEASE,
+        refuse_past_review: bool = False,
     ) -> None:
         """``directory``: the service directory's files (coordinators' managed entries are read
         from ``db`` over it); a referral is disclosed only to an agency it lists.
         ``compliance_max_age``: how long a compliance report may be served from memory.
-        ``timer_lease``: how long a sweep's claim on a timer lasts unless renewed."""
+        ``timer_lease``: how long a sweep's claim on a timer lasts unless renewed.
+        ``refuse_past_review``: refuse new referrals on SOP versions due for review
+        (:mod:`sop_engine.runtime.sop_dates`), instead of warning."""
         self.timer_lease = timer_lease
         self.services = Services(
-            db, library, keyring, clock or SystemClock(), directory or ServiceDirectory()
+            db,
+            library,
+            keyring,
+            clock or SystemClock(),
+            directory or ServiceDirectory(),
+            refuse_past_review,
         )
         self._compliance: Recent[tuple[Any, ...], ComplianceReport] | None = None
         if compliance_max_age:
@@ -169,6 +178,27 @@ class Runtime:
                 select(_I.c.result).where(_I.c.actor_id == actor.id, _I.c.key == idempotency_key)
             ).first()
         return FireResult.from_json(seen.result, replayed=True) if seen is not None else None
+
+    def record_incident_time(
+        self,
+        case_code: str,
+        *,
+        incident_at: datetime,
+        reason: str,
+        actor: Actor,
+        expected_version: int | None = None,
+    ) -> ReferralView:
+        """Record or correct when the incident happened (:mod:`sop_engine.runtime.incident`);
+        the referral as it is then."""
+        incident.record_incident_time(
+            self.services,
+            case_code,
+            incident_at=incident_at,
+            reason=reason,
+            actor=actor,
+            expected_version=expected_version,
+        )
+        return self.read_referral(case_code, actor=actor)
 
     def grant_consent(self, case_code: str, **kwargs: Any) -> GrantRecord:
         return ledger.grant_consent(self.services, case_code, **kwargs)

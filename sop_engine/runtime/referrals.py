@@ -13,7 +13,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
+from sop_engine.runtime.sop_dates import version_for_new_referral
 from sop_engine.timeline.chain import GENESIS
 from sop_engine.timeline.entries import EntryDraft
 
@@ -80,6 +81,8 @@ class ReferralView:
     erased: bool
     available_events: tuple[str, ...] = ()
     identifying: Mapping[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+    """Given with a referral just created (its SOP version is due for review), else none."""
 
 
 def create_referral(
@@ -176,7 +179,10 @@ def _create(
     agencies: Mapping[str, str] | None,
     key: tuple[str, str] | None,
 ) -> ReferralView:
-    sop = services.library.get(sop_key, sop_version)
+    now = services.clock.now()
+    sop, warnings = version_for_new_referral(
+        services.library, sop_key, sop_version, now, refuse_past_review=services.refuse_past_review
+    )
     spec = sop.spec
     if actor.agency_id is None:
         raise InvalidInput("a referral is created by someone acting for an agency", field="actor")
@@ -202,7 +208,6 @@ def _create(
         agencies.setdefault(own_slot, actor.agency_id)
     checked = check_facts(spec, facts or {}, None)
     plain, identifying = split_identifying(spec, checked)
-    now = services.clock.now()
     referral_id = str(uuid.uuid4())
     case_key = new_case_key()
     key_id, wrapped = wrap_case_key(services.keyring, case_key)
@@ -250,6 +255,7 @@ def _create(
                     "sop": spec.ref,
                     "origin": origin_country,
                     "destination": destination_country,
+                    **({"review_due": spec.review.isoformat()} if warnings else {}),
                 },
             )
         )
@@ -266,7 +272,8 @@ def _create(
                     created_at=now,
                 )
             )
-    return read_referral(services, str(row["case_code"]), actor=actor)
+    view = read_referral(services, str(row["case_code"]), actor=actor)
+    return replace(view, warnings=warnings)
 
 
 def read_referral(

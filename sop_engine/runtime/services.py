@@ -23,6 +23,8 @@ class Services:
     directory: ServiceDirectory = field(default_factory=ServiceDirectory)
     """Who may receive a disclosure (with the managed entries of ``db`` over it). Empty by
     default: nothing is disclosed to an agency the directory does not list."""
+    refuse_past_review: bool = False
+    """Whether a new referral on an SOP version due for review is refused (else warned)."""
 
     def sop(self, key: str, version: int) -> CompiledSop:
         return self.library.get(key, version)

@@ -45,6 +45,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/referrals/{case_code}/withdrawal-acknowledgement"): None,
     ("POST", "/tasks/{task_id}/decline"): {"reason": "no_capacity"},
     ("POST", "/tasks/{task_id}/deliver"): {"outcome": "successful"},
+    ("PUT", "/referrals/{case_code}/incident-time"): {
+        "incident_at": "2026-03-01T01:00:00Z",
+        "reason": "data_entry_error",
+    },
 }
 """Bodies that would succeed for an agency on the referral; other routes take none, or
 bodies that do not matter here (creating a referral, uploading an SOP)."""
