@@ -149,7 +149,9 @@ def choose_transition(
                 )
             else:
                 if not passed:
-                    guard_refusals.append(f"guard of {t.id!r} is not met: {t.guard}")
+                    guard_refusals.append(
+                        f"guard of {t.id!r} is not met: {t.guard}" + _unknown_incident(t, ref)
+                    )
             if not passed:
                 continue
         return t
@@ -157,6 +159,17 @@ def choose_transition(
     if guard_refusals:
         raise GuardFailed("; ".join(guard_refusals), available=available)
     raise RoleNotAllowed("; ".join(role_refusals), available=available)
+
+
+def _unknown_incident(t: TransitionSpec, ref: Row[Any]) -> str:
+    """What to do when a guard over the clinical windows failed for want of the incident
+    time (``hours_since_incident`` is -1.0 then: the windows may be open)."""
+    if ref.incident_at is not None or "hours_since_incident" not in (t.guard or ""):
+        return ""
+    return (
+        " (the incident time is unknown, so the clinical windows may be open: record it, "
+        "PUT /referrals/{case_code}/incident-time)"
+    )
 
 
 def available_events(

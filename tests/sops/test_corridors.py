@@ -152,7 +152,7 @@ def _grant(runtime: Runtime, code: str, scope: str, actor: Actor) -> GrantRecord
     return runtime.grant_consent(code, scope=scope, actor=actor, given_by="survivor")
 
 
-def _open_return(runtime: Runtime, c: Corridor, *, incident_hours: float = 240.0) -> str:
+def _open_return(runtime: Runtime, c: Corridor, *, incident_hours: float | None = 240.0) -> str:
     """A referral in ``return_documentation``: consented, registered, assigned, assessed, and
     the survivor has chosen to return."""
     cw = c.caseworker
@@ -163,7 +163,7 @@ def _open_return(runtime: Runtime, c: Corridor, *, incident_hours: float = 240.0
         actor=cw,
         origin_country=c.host,
         destination_country=c.home,
-        incident_at=now - timedelta(hours=incident_hours),
+        incident_at=now - timedelta(hours=incident_hours) if incident_hours is not None else None,
         disclosed_at=now - timedelta(hours=2),
         facts={
             "survivor_age": 24,
@@ -442,6 +442,26 @@ def test_open_clinical_windows_send_health_care_to_a_local_provider_first(
         ("health_provider", c.hospital),
         ("receiving_focal_point", c.focal_agency),
     ]
+
+
+def test_an_unknown_incident_time_keeps_the_windows_open_until_it_is_recorded(
+    runtime: Runtime, corridor: Corridor
+) -> None:
+    """Fail closed: without the incident time the windows may be open, so the cross-border
+    step waits, and the refusal says to record the time; once recorded (here 130 h ago, the
+    windows closed), the step goes."""
+    c = corridor
+    cw = c.caseworker
+    code = _open_return(runtime, c, incident_hours=None)
+    _grant(runtime, code, "family_tracing", cw)
+    tracing = {"recipient_agency_id": c.focal_agency}
+    with pytest.raises(GuardFailed, match="the incident time is unknown"):
+        runtime.fire(code, "request_family_tracing", cw, tracing)
+    assert _disclosures(runtime, code) == []
+    incident = runtime.clock.now() - timedelta(hours=130)
+    runtime.record_incident_time(code, incident_at=incident, reason="first_established", actor=cw)
+    sent = runtime.fire(code, "request_family_tracing", cw, tracing)
+    assert sent.state == "family_tracing.sent"
 
 
 # -- (d) consent withdrawn in the middle of the corridor -------------------------------------
