@@ -18,6 +18,7 @@ from api.schemas.referrals import (
     IncidentTimeRequest,
     ReferralCreate,
     ReferralPublic,
+    ReopenRequest,
 )
 from api.users import Principal, find_by_id
 from sop_engine.errors import InvalidInput, NotFound
@@ -132,6 +133,30 @@ def record_incident_time(
     view = runtime.record_incident_time(
         case_code,
         incident_at=body.incident_at,
+        reason=body.reason,
+        actor=actor_of(user),
+        expected_version=_expected_version(if_match),
+    )
+    response.headers["ETag"] = f'"{view.version}"'
+    return ReferralPublic.of(view)
+
+
+@router.post("/{case_code}/reopen")
+def reopen_case(
+    *,
+    runtime: RuntimeDep,
+    user: Authorized,
+    case_code: str,
+    body: ReopenRequest,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> ReferralPublic:
+    """Reopen a closed case, for one of its SOP's reasons, into the state the SOP names (409
+    when it is not closed, was erased, or its SOP does not allow reopening). The managing
+    agency only (404 for an agency not on the referral, 403 otherwise)."""
+    _visible(runtime, case_code, user)
+    view = runtime.reopen_case(
+        case_code,
         reason=body.reason,
         actor=actor_of(user),
         expected_version=_expected_version(if_match),

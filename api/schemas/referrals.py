@@ -119,6 +119,16 @@ class IncidentTimeRequest(_Request):
     reason: str = Field(min_length=1, max_length=40)
 
 
+class ReopenRequest(_Request):
+    """Why the closed case is reopened: one of its SOP's ``reopen.reasons``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "survivor_returned"}]}
+    )
+
+    reason: str = Field(min_length=1, max_length=40)
+
+
 class ReferralPublic(BaseModel):
     """A referral without its identifying facts (only their names, in ``sealed_fields``).
 

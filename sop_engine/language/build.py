@@ -23,6 +23,7 @@ from typing import Any
 
 from sop_engine.language.source import DataPath, SourceDocument
 from sop_engine.language.spec import (
+    DEFAULT_REOPEN_REASONS,
     DEFAULT_UNSUCCESSFUL_REASONS,
     FEEDBACK_TEMPLATES,
     HANDOFF_STAGES,
@@ -39,6 +40,7 @@ from sop_engine.language.spec import (
     Jurisdiction,
     Notification,
     Override,
+    ReopenSpec,
     RoleSpec,
     SopSpec,
     Source,
@@ -73,8 +75,10 @@ KEYS: Mapping[str, frozenset[str]] = {
             "consent_scopes",
             "states",
             "transitions",
+            "reopen",
         }
     ),
+    "reopen": frozenset({"to", "roles", "reasons"}),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
     "data_category": frozenset({"description", "identifying"}),
@@ -495,8 +499,21 @@ def build_spec(doc: SourceDocument) -> SopSpec:
         roles=frozen_map(roles),
         consent_scopes=frozen_map(scopes),
         handoffs=frozen_map(handoffs),
+        reopen=_reopen(top),
         file=doc.file,
         where=top.where(),
+    )
+
+
+def _reopen(top: _Reader) -> ReopenSpec | None:
+    if top("reopen") is None:
+        return None
+    r = top.child("reopen", "reopen")
+    return ReopenSpec(
+        to=r("to"),
+        roles=r.names("roles") or DEFAULT_SENDER_ROLES,
+        reasons=r.names("reasons") or DEFAULT_REOPEN_REASONS,
+        where=r.where(),
     )
 
 

@@ -157,6 +157,22 @@ class _References:
                     h.where, f"{ctx}reason_required needs a list of decline_reasons", state=name
                 )
 
+    def reopen(self) -> None:
+        spec, r = self.spec, self.spec.reopen
+        if r is None:
+            return
+        ctx = "reopen: "
+        for role in r.roles:
+            self.ref(r.where.of("roles"), "role", role, None, ctx)
+        self.ref(r.where.of("to"), "state", r.to, None, ctx)
+        target = spec.states.get(r.to)
+        if target is not None and (target.final or target.handoff is not None):
+            self.report.add(
+                r.where.of("to"),
+                f"{ctx}a reopened case returns to a state of its own, not to "
+                f"{'a final state' if target.final else 'a handoff'} ({r.to!r})",
+            )
+
     def transitions(self) -> None:
         spec = self.spec
         for t in spec.transitions:
@@ -192,5 +208,6 @@ def reference_problems(spec: SopSpec, templates: Collection[str] | None = None) 
     check.consent_scopes()
     check.states()
     check.handoffs()
+    check.reopen()
     check.transitions()
     return check.report.problems

@@ -17,6 +17,7 @@ __all__ = [
     "BUILTIN_ANCHORS",
     "BUILTIN_FIELDS",
     "CASE_REFERENCE",
+    "DEFAULT_REOPEN_REASONS",
     "DEFAULT_UNSUCCESSFUL_REASONS",
     "FEEDBACK_TEMPLATES",
     "HANDOFF_ANSWERS",
@@ -35,6 +36,7 @@ __all__ = [
     "Jurisdiction",
     "Notification",
     "Override",
+    "ReopenSpec",
     "RoleSpec",
     "SopSpec",
     "Source",
@@ -329,6 +331,21 @@ class HandoffSpec:
     where: Where = _NOWHERE
 
 
+DEFAULT_REOPEN_REASONS = ("survivor_returned", "new_incident", "closed_in_error", "other")
+"""Why a closed case is reopened, unless the SOP names its own reasons."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenSpec:
+    """How a closed case is reopened: the state it returns to, who at the managing agency
+    may reopen it, and the reasons it may be reopened for."""
+
+    to: str
+    roles: tuple[str, ...]
+    reasons: tuple[str, ...] = DEFAULT_REOPEN_REASONS
+    where: Where = _NOWHERE
+
+
 @dataclass(frozen=True, slots=True)
 class SopSpec:
     """One version of one SOP, complete and checked."""
@@ -352,6 +369,8 @@ class SopSpec:
     roles: Mapping[str, RoleSpec] = field(default_factory=frozen_map)
     consent_scopes: Mapping[str, ConsentScope] = field(default_factory=frozen_map)
     handoffs: Mapping[str, HandoffSpec] = field(default_factory=frozen_map)
+    reopen: ReopenSpec | None = None
+    """How a closed case is reopened; None: it cannot be."""
     file: str = ""
     where: Where = _NOWHERE
 

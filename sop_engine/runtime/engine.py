@@ -34,6 +34,7 @@ from sop_engine.runtime import (
     notices,
     outbox,
     referrals,
+    reopen,
     tasks,
     views,
 )
@@ -197,6 +198,15 @@ class Runtime:
             reason=reason,
             actor=actor,
             expected_version=expected_version,
+        )
+        return self.read_referral(case_code, actor=actor)
+
+    def reopen_case(
+        self, case_code: str, *, reason: str, actor: Actor, expected_version: int | None = None
+    ) -> ReferralView:
+        """Reopen a closed case (:mod:`sop_engine.runtime.reopen`); the referral then."""
+        reopen.reopen_case(
+            self.services, case_code, reason=reason, actor=actor, expected_version=expected_version
         )
         return self.read_referral(case_code, actor=actor)
 

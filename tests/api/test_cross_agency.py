@@ -45,6 +45,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/referrals/{case_code}/withdrawal-acknowledgement"): None,
     ("POST", "/tasks/{task_id}/decline"): {"reason": "no_capacity"},
     ("POST", "/tasks/{task_id}/deliver"): {"outcome": "successful"},
+    ("POST", "/referrals/{case_code}/reopen"): {"reason": "survivor_returned"},
     ("PUT", "/referrals/{case_code}/incident-time"): {
         "incident_at": "2026-03-01T01:00:00Z",
         "reason": "data_entry_error",

@@ -148,6 +148,8 @@ def _replay_routes(
         body = {"reason": "no_capacity"} if path.endswith("/decline") else {}
         if template.endswith("/consents") and method == "POST":
             body = {"scope": "cross_border_return", "given_by": "survivor"}
+        if template.endswith("/reopen"):
+            body = {"reason": "survivor_returned"}
         if template.endswith("/incident-time"):
             body = {"incident_at": "2026-03-01T01:00:00Z", "reason": "data_entry_error"}
         r = client.request(method, path, json=body or None, headers=tokens.auth(person.who))
