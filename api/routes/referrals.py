@@ -6,6 +6,7 @@ for anyone else it does not exist (404, the same answer as for a wrong case code
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Request, Response, status
@@ -22,6 +23,7 @@ from api.schemas.referrals import (
 )
 from api.users import Principal, find_by_id
 from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
 
@@ -129,16 +131,13 @@ def record_incident_time(
     from it, so the state's deadlines that do start again from the new time, and the timeline
     keeps the old time and the reason. The managing agency only (404 for an agency not on
     the referral, 403 for one on it that does not manage it); ``If-Match`` as for events."""
-    _visible(runtime, case_code, user)
-    view = runtime.record_incident_time(
-        case_code,
-        incident_at=body.incident_at,
-        reason=body.reason,
-        actor=actor_of(user),
-        expected_version=_expected_version(if_match),
-    )
-    response.headers["ETag"] = f'"{view.version}"'
-    return ReferralPublic.of(view)
+    return _managed_change(
+        runtime, user, case_code, response, if_match,
+        lambda actor, version: runtime.record_incident_time(
+            case_code, incident_at=body.incident_at, reason=body.reason, actor=actor,
+            expected_version=version,
+        ),
+    )  # fmt: skip
 
 
 @router.post("/{case_code}/reopen")
@@ -154,13 +153,26 @@ def reopen_case(
     """Reopen a closed case, for one of its SOP's reasons, into the state the SOP names (409
     when it is not closed, was erased, or its SOP does not allow reopening). The managing
     agency only (404 for an agency not on the referral, 403 otherwise)."""
+    return _managed_change(
+        runtime, user, case_code, response, if_match,
+        lambda actor, version: runtime.reopen_case(
+            case_code, reason=body.reason, actor=actor, expected_version=version
+        ),
+    )  # fmt: skip
+
+
+def _managed_change(  # noqa: PLR0917 -- the route's own parts, passed on
+    runtime: Runtime,
+    user: Principal,
+    case_code: str,
+    response: Response,
+    if_match: str | None,
+    change: Callable[[Actor, int | None], ReferralView],
+) -> ReferralPublic:
+    """A change of the referral by its managing agency (the runtime checks that): 404 first
+    for an agency not on it; the referral after, with its ``ETag``."""
     _visible(runtime, case_code, user)
-    view = runtime.reopen_case(
-        case_code,
-        reason=body.reason,
-        actor=actor_of(user),
-        expected_version=_expected_version(if_match),
-    )
+    view = change(actor_of(user), _expected_version(if_match))
     response.headers["ETag"] = f'"{view.version}"'
     return ReferralPublic.of(view)
 

@@ -26,24 +26,16 @@ from sop_engine.errors import (
 from sop_engine.persistence.models import Task, TimelineEntry, Timer, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
-from tests.runtime.conftest import CORRIDOR
+from tests.runtime.conftest import NewReferral
 
 T, TM, TK = table(TimelineEntry), table(Timer), table(Task)
 PEP, EC = timedelta(hours=72), timedelta(hours=120)
 
 
 @pytest.fixture
-def assessing(runtime: Runtime, caseworker: Actor) -> str:
+def assessing(runtime: Runtime, caseworker: Actor, corridor_referral: NewReferral) -> str:
     """A corridor referral in ``assessment``, opened without an incident time."""
-    view = runtime.create_referral(
-        sop_key=CORRIDOR,
-        sop_version=None,
-        actor=caseworker,
-        origin_country="TH",
-        destination_country="LA",
-        facts={"survivor_age": 27, "survivor_name": "Synthetic Survivor 0801"},
-    )
-    code = view.case_code
+    code = corridor_referral(survivor_age=27).case_code
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
     fired = runtime.fire(
         code, "record_consent", caseworker, {"facts": {"safe_contact_method": "text_message"}}
