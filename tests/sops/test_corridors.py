@@ -361,6 +361,11 @@ def test_main_path_from_intake_through_return_to_closure(
     (check,) = runtime.verify_timeline(code)
     assert check.ok
 
+    # She comes back months later: the host agency reopens the case into assessment.
+    clock.advance(timedelta(days=120))
+    reopened = runtime.reopen_case(code, reason="survivor_returned", actor=cw)
+    assert (reopened.state, reopened.closed_at) == ("assessment", None)
+
 
 # -- (b) the family-tracing request is not acknowledged in time ------------------------------
 
