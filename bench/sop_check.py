@@ -112,6 +112,8 @@ def _graph(n: int, *, prefix: str = "", states: int = MAX_STATES - 10) -> str:
                 "      consent: health_referral",
                 "      dataset: [case_code, service_needed, risk_level]",
                 "      acknowledge_within: 1h",
+                "      respond_within: 3h",
+                "      deliver_within: 1d",
                 "      decline_reasons: [no_capacity, service_not_offered]",
                 "      escalation:",
                 "        - {after: 0h, notify: [agency_focal_point], template: deadline_reminder}",

@@ -79,6 +79,7 @@ KEYS: Mapping[str, frozenset[str]] = {
         }
     ),
     "reopen": frozenset({"to", "roles", "reasons"}),
+    "untimed": frozenset({"respond", "deliver"}),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
     "data_category": frozenset({"description", "identifying"}),
@@ -109,6 +110,7 @@ KEYS: Mapping[str, frozenset[str]] = {
             "decline_reasons",
             "reason_required",
             "unsuccessful_reasons",
+            "untimed",
             "notify",
             "delivered",
             "declined",
@@ -279,6 +281,9 @@ def _handoff(r: _Reader, name: str) -> HandoffSpec:
         decline_reasons=r.names("decline_reasons"),
         reason_required=bool(r("reason_required", True)),
         unsuccessful_reasons=r.names("unsuccessful_reasons") or DEFAULT_UNSUCCESSFUL_REASONS,
+        untimed=frozen_map(
+            {k: str(v).strip() for k, v in (r("untimed") or {}).items() if v is not None}
+        ),
         notify=_notifications(r, "notify"),
         sender=r("sender", MANAGING_AGENCY),
         where=r.where(),

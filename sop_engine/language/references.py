@@ -152,6 +152,25 @@ class _References:
                 self.ref(at(key), "target state", getattr(h, key), name, ctx)
             self.ladder(h.escalation, name, ctx)
             self.notifications(h.notify, name, ctx)
+            for task, key, stage in (
+                ("respond", "respond_within", "acknowledged"),
+                ("deliver", "deliver_within", "accepted"),
+            ):
+                timed, why = getattr(h, key) is not None, h.untimed.get(task)
+                if not timed and not why:
+                    self.report.add(
+                        h.where,
+                        f"{ctx}stage {stage!r} has no deadline: give {key}, or say why it "
+                        f"has none under untimed.{task}",
+                        state=name,
+                    )
+                elif timed and why:
+                    self.report.add(
+                        at("untimed"),
+                        f"{ctx}stage {stage!r} has {key} and a reason for having no deadline "
+                        f"(untimed.{task}): keep one",
+                        state=name,
+                    )
             if h.reason_required and not h.decline_reasons:
                 self.report.add(
                     h.where, f"{ctx}reason_required needs a list of decline_reasons", state=name

@@ -325,6 +325,9 @@ class HandoffSpec:
     reason_required: bool = True
     unsuccessful_reasons: tuple[str, ...] = DEFAULT_UNSUCCESSFUL_REASONS
     """Why a delivery may be reported unsuccessful (one is always required then)."""
+    untimed: Mapping[str, str] = field(default_factory=frozen_map)
+    """Why a stage has no deadline, by its task (``respond``, ``deliver``): a stage without
+    ``respond_within`` or ``deliver_within`` must say why here."""
     notify: tuple[Notification, ...] = ()
     sender: str = MANAGING_AGENCY
     """The agency slot that sends the referral and alone may revoke it."""

@@ -97,6 +97,8 @@ def _handoffs(spec: SopSpec) -> list[str]:
             times += f"; answer within {format_duration(h.respond_within)}"
         if h.deliver_within:
             times += f"; deliver within {format_duration(h.deliver_within)}"
+        for task, why in h.untimed.items():
+            times += f"; {'answer' if task == 'respond' else task}: no deadline ({_cell(why)})"
         lines.append(
             f"| `{h.name}` ({_cell(h.service)}) | {_acting((h.sender,))} | `{h.to}` | {basis} "
             f"| {', '.join(h.dataset)} "
