@@ -210,8 +210,8 @@ def test_a_closed_referral_keeps_its_incident_time(
 def test_the_api_records_it_for_the_managing_agency_only(
     runtime: Runtime, clock: ManualClock, assessing: str
 ) -> None:
-    cw = create_user(runtime.db, "cw-it", "caseworker", "TH-NGO-1").token
-    outsider = create_user(runtime.db, "cw-out", "caseworker", "TH-NGO-9").token
+    cw = create_user(runtime.db, "cw-it", "caseworker", "TH-NGO-1", now=clock.now()).token
+    outsider = create_user(runtime.db, "cw-out", "caseworker", "TH-NGO-9", now=clock.now()).token
     incident = (clock.now() - timedelta(hours=30)).isoformat()
     body = {"incident_at": incident, "reason": "first_established"}
     url = f"/referrals/{assessing}/incident-time"

@@ -96,8 +96,9 @@ def test_an_erased_case_stays_closed(runtime: Runtime, caseworker: Actor, closed
 
 
 def test_the_api_reopens_for_the_managing_agency(runtime: Runtime, closed: str) -> None:
-    cw = create_user(runtime.db, "cw-re", "caseworker", "TH-NGO-1").token
-    outsider = create_user(runtime.db, "cw-out", "caseworker", "TH-NGO-9").token
+    now = runtime.clock.now()
+    cw = create_user(runtime.db, "cw-re", "caseworker", "TH-NGO-1", now=now).token
+    outsider = create_user(runtime.db, "cw-out", "caseworker", "TH-NGO-9", now=now).token
     url = f"/referrals/{closed}/reopen"
     with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
         refused = client.post(url, json={"reason": "survivor_returned"},

@@ -35,7 +35,7 @@ version: 2
 extends: example.corridor@1
 title: Thailand to Lao PDR return corridor (example), second version
 effective: 2026-06-01
-review: 2027-06-01
+review: 2028-06-01
 """
 
 LATER = """\
@@ -43,8 +43,8 @@ key: example.later
 version: 1
 extends: example.corridor@1
 title: A corridor that takes effect next year
-effective: 2027-03-01
-review: 2028-03-01
+effective: 2028-03-01
+review: 2029-03-01
 """
 
 
@@ -102,33 +102,33 @@ def test_an_sop_with_no_version_in_effect_starts_nothing(
     with pytest.raises(InvalidInput) as refused:
         _create(runtime, "example.later")
     assert str(refused.value) == (
-        "no version of example.later is in effect yet: example.later@1 takes effect on 2027-03-01"
+        "no version of example.later is in effect yet: example.later@1 takes effect on 2028-03-01"
     )
 
 
 def test_a_version_due_for_review_warns_each_new_referral_and_the_timeline_says_so(
     engine: Engine, dated_library: SopLibrary, keyring: MasterKeyring
 ) -> None:
-    on_time = _runtime(engine, dated_library, keyring, datetime(2026, 12, 31, 16, 0, tzinfo=UTC))
-    fresh = _create(on_time, version=1)  # 2026-12-31 23:00 in Bangkok: review is tomorrow
+    on_time = _runtime(engine, dated_library, keyring, datetime(2027, 12, 31, 16, 0, tzinfo=UTC))
+    fresh = _create(on_time, version=1)  # 2027-12-31 23:00 in Bangkok: review is tomorrow
     assert fresh.warnings == ()
     assert "review_due" not in _created_entry(on_time, fresh.id).details
-    due = _runtime(engine, dated_library, keyring, datetime(2026, 12, 31, 17, 0, tzinfo=UTC))
+    due = _runtime(engine, dated_library, keyring, datetime(2027, 12, 31, 17, 0, tzinfo=UTC))
     view = _create(due, version=1)
     assert view.warnings == (
-        "example.corridor@1 was due for review on 2027-01-01: its coordinators should review "
+        "example.corridor@1 was due for review on 2028-01-01: its coordinators should review "
         "it and publish a new version",
     )
-    assert _created_entry(due, view.id).details["review_due"] == "2027-01-01"
+    assert _created_entry(due, view.id).details["review_due"] == "2028-01-01"
     assert due.read_referral(view.case_code).warnings == ()  # told on creation only
 
 
 def test_a_deployment_may_refuse_versions_due_for_review(
     engine: Engine, dated_library: SopLibrary, keyring: MasterKeyring
 ) -> None:
-    at = datetime(2027, 1, 2, tzinfo=UTC)
+    at = datetime(2028, 1, 2, tzinfo=UTC)
     strict = _runtime(engine, dated_library, keyring, at, refuse_past_review=True)
-    with pytest.raises(InvalidInput, match="was due for review on 2027-01-01") as refused:
+    with pytest.raises(InvalidInput, match="was due for review on 2028-01-01") as refused:
         _create(strict, version=1)
     assert refused.value.field == "sop_version"
     assert _create(strict).sop_version == 2  # version 2 is in effect and not due
@@ -137,9 +137,10 @@ def test_a_deployment_may_refuse_versions_due_for_review(
 def test_coordinators_and_operators_see_each_versions_dates(
     engine: Engine, dated_library: SopLibrary, keyring: MasterKeyring
 ) -> None:
-    runtime = _runtime(engine, dated_library, keyring, datetime(2027, 1, 2, tzinfo=UTC))
-    token = create_user(engine, "coord", "coordinator").token
-    cw = create_user(engine, "cw", "caseworker", "TH-NGO-1").token
+    runtime = _runtime(engine, dated_library, keyring, datetime(2028, 1, 2, tzinfo=UTC))
+    now = runtime.clock.now()
+    token = create_user(engine, "coord", "coordinator", now=now).token
+    cw = create_user(engine, "cw", "caseworker", "TH-NGO-1", now=now).token
     with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
         listed = client.get("/sops", headers={"Authorization": f"Bearer {token}"}).json()
         created = client.post(
