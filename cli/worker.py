@@ -154,7 +154,7 @@ class _Watchdog:
         self.grace = grace
         self.on_expiry: Callable[[], object] | None = None
         self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # arm() runs in signal handlers too
 
     def arm(self) -> None:
         with self._lock:
