@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
-from sop_engine.errors import ConcurrentChange
+from sop_engine.errors import ConcurrentChange, NotFound
 from sop_engine.language.spec import HANDOFF_STAGES, DeadlineSpec, SopSpec, StateSpec
 from sop_engine.persistence.models import (
     Disclosure,
@@ -36,7 +36,14 @@ from sop_engine.timeline.chain import entry_hash
 from sop_engine.timeline.checkpoints import checkpoint_row, is_checkpoint
 from sop_engine.timeline.entries import EntryDraft, entry_content, entry_row
 
-__all__ = ["SELECT_BY_CASE_CODE", "Change", "anchor_time", "recipient_agency"]
+__all__ = [
+    "SELECT_BY_CASE_CODE",
+    "Change",
+    "anchor_time",
+    "check_version",
+    "load_referral",
+    "recipient_agency",
+]
 
 _R = table(Referral)
 _T = table(TimelineEntry)
@@ -102,6 +109,29 @@ _TASK_DUE = (
 )
 SELECT_BY_CASE_CODE = select(_R).where(_R.c.case_code == bindparam("p_code"))
 """A referral's row by case code; execute with ``{"p_code": code}``."""
+
+
+def load_referral(conn: Connection, case_code: str) -> Row[Any]:
+    """The referral's row, read in the caller's transaction.
+
+    :raises NotFound: no referral has that case code.
+    """
+    ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
+    if ref is None:
+        raise NotFound(f"no referral {case_code}")
+    return ref
+
+
+def check_version(ref: Row[Any], expected_version: int | None) -> None:
+    """Refuse a change asked for at another version than the referral's (``If-Match``).
+
+    :raises ConcurrentChange: with the referral's version.
+    """
+    if expected_version is not None and ref.version != expected_version:
+        raise ConcurrentChange(
+            f"referral {ref.case_code} is at version {ref.version}, not {expected_version}",
+            current_version=ref.version,
+        )
 
 
 def anchor_time(

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from sop_engine.errors import (
-    ConcurrentChange,
     ConsentMissing,
     IdempotencyKeyReused,
     InvalidInput,
@@ -41,7 +40,12 @@ from sop_engine.persistence.models import (
 )
 from sop_engine.runtime import consent
 from sop_engine.runtime.actors import SYSTEM, Actor
-from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change, recipient_agency
+from sop_engine.runtime.change import (
+    SELECT_BY_CASE_CODE,
+    Change,
+    check_version,
+    recipient_agency,
+)
 from sop_engine.runtime.choice import (
     PAYLOAD_KEYS,
     EventRequest,
@@ -311,11 +315,7 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
         ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
         if ref is None or (hide_from_outsiders and not _takes_part(actor, ref)):
             raise NotFound(f"no referral {case_code}")
-        if expected_version is not None and ref.version != expected_version:
-            raise ConcurrentChange(
-                f"referral {case_code} is at version {ref.version}, not {expected_version}",
-                current_version=ref.version,
-            )
+        check_version(ref, expected_version)
         if ref.erased_at is not None:
             raise TransitionNotAllowed(f"referral {case_code} was erased")
         sop = services.sop(ref.sop_key, ref.sop_version)

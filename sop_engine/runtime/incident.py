@@ -15,15 +15,13 @@ from datetime import datetime, timedelta
 
 from sop_engine.clock import utc
 from sop_engine.errors import (
-    ConcurrentChange,
     InvalidInput,
-    NotFound,
     RoleNotAllowed,
     TransitionNotAllowed,
 )
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
+from sop_engine.runtime.change import Change, check_version, load_referral
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -73,9 +71,7 @@ def record_incident_time(
         raise InvalidInput("incident_at needs a time zone (UTC: Z)", field="incident_at")
     at = utc(incident_at)
     with services.db.begin() as conn:
-        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
-        if ref is None:
-            raise NotFound(f"no referral {case_code}")
+        ref = load_referral(conn, case_code)
         spec = services.sop(ref.sop_key, ref.sop_version).spec
         agencies = ref.agencies or {}
         if actor.agency_id != ref.owner_agency_id or not any(
@@ -87,11 +83,7 @@ def record_incident_time(
             )
         if ref.erased_at is not None or ref.closed_at is not None:
             raise TransitionNotAllowed(f"referral {case_code} is closed")
-        if expected_version is not None and ref.version != expected_version:
-            raise ConcurrentChange(
-                f"referral {case_code} is at version {ref.version}, not {expected_version}",
-                current_version=ref.version,
-            )
+        check_version(ref, expected_version)
         now = services.clock.now()
         if at > now + CLOCK_SKEW:
             raise InvalidInput("incident_at is in the future", field="incident_at")

@@ -29,7 +29,7 @@ from sop_engine.persistence.models import (
     table,
 )
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
+from sop_engine.runtime.change import Change, load_referral
 from sop_engine.runtime.consent import age_band, check_basis, scope_country
 from sop_engine.runtime.recipients import check_slot, recipient
 from sop_engine.runtime.services import Services
@@ -73,13 +73,6 @@ class GrantRecord:
     withdrawn_at: datetime | None
 
 
-def _load(conn: Any, case_code: str) -> Any:
-    ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
-    if ref is None:
-        raise NotFound(f"no referral {case_code}")
-    return ref
-
-
 def grant_consent(
     services: Services,
     case_code: str,
@@ -110,7 +103,7 @@ def grant_consent(
     (default: all of the scope's).
     """
     with services.db.begin() as conn:
-        ref = _load(conn, case_code)
+        ref = load_referral(conn, case_code)
         spec = services.sop(ref.sop_key, ref.sop_version).spec
         found = spec.consent_scopes.get(scope)
         if found is None:
@@ -266,7 +259,7 @@ def _agreed(
 def withdraw_consent(services: Services, case_code: str, grant_id: str, actor: Actor) -> list[str]:
     """Withdraw a grant; return the agencies told (those already holding data under it)."""
     with services.db.begin() as conn:
-        ref = _load(conn, case_code)
+        ref = load_referral(conn, case_code)
         grant = conn.execute(
             select(_G).where(_G.c.id == grant_id, _G.c.referral_id == ref.id)
         ).first()
@@ -332,7 +325,7 @@ def withdraw_consent(services: Services, case_code: str, grant_id: str, actor: A
 def acknowledge_withdrawal(services: Services, case_code: str, actor: Actor) -> int:
     """The actor's agency acknowledges a withdrawal; return how many of its tasks closed."""
     with services.db.begin() as conn:
-        ref = _load(conn, case_code)
+        ref = load_referral(conn, case_code)
         spec = services.sop(ref.sop_key, ref.sop_version).spec
         now = services.clock.now()
         closed = conn.execute(
@@ -357,7 +350,7 @@ def acknowledge_withdrawal(services: Services, case_code: str, actor: Actor) -> 
 
 def list_grants(services: Services, case_code: str) -> list[GrantRecord]:
     with read_transaction(services.db) as conn:
-        ref = _load(conn, case_code)
+        ref = load_referral(conn, case_code)
         rows = conn.execute(
             select(_G, _W.c.withdrawn_at)
             .join(_W, _W.c.grant_id == _G.c.id, isouter=True)

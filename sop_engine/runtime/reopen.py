@@ -10,14 +10,12 @@ consent ledger and its version count. An erased case cannot be reopened: its dat
 from __future__ import annotations
 
 from sop_engine.errors import (
-    ConcurrentChange,
     InvalidInput,
-    NotFound,
     RoleNotAllowed,
     TransitionNotAllowed,
 )
 from sop_engine.runtime.actors import Actor
-from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
+from sop_engine.runtime.change import Change, check_version, load_referral
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -43,9 +41,7 @@ def reopen_case(
     :raises ConcurrentChange: ``expected_version`` is not the referral's.
     """
     with services.db.begin() as conn:
-        ref = conn.execute(SELECT_BY_CASE_CODE, {"p_code": case_code}).first()
-        if ref is None:
-            raise NotFound(f"no referral {case_code}")
+        ref = load_referral(conn, case_code)
         spec = services.sop(ref.sop_key, ref.sop_version).spec
         how = spec.reopen
         if how is None:
@@ -60,11 +56,7 @@ def reopen_case(
             raise TransitionNotAllowed(f"referral {case_code} is not closed")
         if reason not in how.reasons:
             raise InvalidInput(f"reason must be one of {', '.join(how.reasons)}", field="reason")
-        if expected_version is not None and ref.version != expected_version:
-            raise ConcurrentChange(
-                f"referral {case_code} is at version {ref.version}, not {expected_version}",
-                current_version=ref.version,
-            )
+        check_version(ref, expected_version)
         change = Change.open(conn, ref, spec, services.clock.now())
         change.record(
             EntryDraft(
