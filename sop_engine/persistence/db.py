@@ -25,7 +25,10 @@ of the process behaves the same way, and :func:`read_transaction` the one way to
   existing one that others may read or enter is left as the operator made it and a warning
   says so. The database file and its ``-wal`` and ``-shm`` siblings are 0600: they hold
   case data (:mod:`sop_engine.persistence.files`). Each new connection turns on WAL (file
-  databases), ``synchronous=NORMAL``, foreign keys and a 10 s busy timeout.
+  databases), ``synchronous=NORMAL``, foreign keys and a 10 s busy timeout. Two connections
+  turning a new file to WAL at once can deadlock inside SQLite, which then fails one of them
+  at once ("database is locked") without waiting in its busy handler; that switch alone is
+  therefore tried again, after short sleeps, until the busy timeout.
 - **PostgreSQL** through psycopg 3, with ``pool_pre_ping`` so that connections dropped by the
   server or a proxy are replaced instead of failing the next request. ``postgresql://``
   URLs are read as ``postgresql+psycopg://``.
@@ -33,6 +36,8 @@ of the process behaves the same way, and :func:`read_transaction` the one way to
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,6 +138,23 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def _turn_on_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while SQLite refuses it for a deadlock with
+    another connection switching the same new file (module docstring), up to the busy
+    timeout; any other error, or a refusal past the timeout, is raised."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     in_memory = _is_memory(url)
     if url.database and not in_memory and not _is_uri(url):
@@ -150,7 +172,7 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         try:
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _turn_on_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -4,6 +4,7 @@ a read transaction refuses to write."""
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import threading
 import time
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from sop_engine.errors import ConfigurationError
 from sop_engine.persistence.db import (
+    _turn_on_wal,
     default_database_url,
     is_postgres,
     is_sqlite,
@@ -57,6 +59,40 @@ def test_a_sqlite_file_gets_its_folder_wal_and_foreign_keys(tmp_path: Path) -> N
         assert not is_postgres(engine)
     finally:
         engine.dispose()
+
+
+class RefusingCursor:
+    """A real sqlite3 cursor whose first ``refusals`` statements fail as SQLite fails one of
+    two connections turning a new file to WAL at once: "database is locked", at once."""
+
+    def __init__(self, cursor: sqlite3.Cursor, refusals: int, message: str) -> None:
+        self.cursor, self.refusals, self.message = cursor, refusals, message
+        self.tries = 0
+
+    def execute(self, statement: str) -> sqlite3.Cursor:
+        self.tries += 1
+        if self.tries <= self.refusals:
+            raise sqlite3.OperationalError(self.message)
+        return self.cursor.execute(statement)
+
+
+def test_turning_on_wal_is_tried_again_while_another_connection_switches_the_file(
+    tmp_path: Path,
+) -> None:
+    """Several processes starting on one new file (the CI's migration test failed once so)
+    each turn it to WAL; SQLite can refuse one of them without waiting."""
+    connection = sqlite3.connect(tmp_path / "new.sqlite3")
+    try:
+        cursor = RefusingCursor(connection.cursor(), 3, "database is locked")
+        _turn_on_wal(cursor)
+        assert cursor.tries == 4
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        other = RefusingCursor(connection.cursor(), 1, "disk I/O error")
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+            _turn_on_wal(other)
+        assert other.tries == 1
+    finally:
+        connection.close()
 
 
 def test_an_in_memory_sqlite_database_works_without_wal() -> None:
