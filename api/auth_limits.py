@@ -43,13 +43,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from api.users import Principal
 from sop_engine.clock import Clock
-from sop_engine.persistence.models import AuthFailure, UtcDateTime, table
+from sop_engine.persistence import tables
+from sop_engine.persistence.tables import UtcDateTime
 from sop_engine.runtime.access_log import record_access
 from sop_engine.runtime.actors import Actor
 
 __all__ = ["UNAUTHENTICATED", "AuthFailures", "Blocked", "FailedAuthLimit", "client_key"]
 
-_F = table(AuthFailure)
+_F = tables.auth_failures
 _BY_CLIENT = select(_F.c.failures, _F.c.window_started_at).where(
     _F.c.client == bindparam("p_client")
 )

@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from api.contacts import Contact, check_email, check_language, check_timezone
 from api.roles import AGENCY_ROLES, ROLES
 from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import ManagedAgency, User, table
 
 if TYPE_CHECKING:
     from sop_engine.directory import ServiceDirectory
@@ -56,8 +56,8 @@ __all__ = [
     "set_disabled",
 ]
 
-_U = table(User)
-_M = table(ManagedAgency)
+_U = tables.users
+_M = tables.managed_agencies
 
 DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 """The settings' default (``SOP_ENGINE_TOKEN_LIFETIME_DAYS``)."""

@@ -65,9 +65,9 @@ from bench.common import (
     seed_referrals,
 )
 from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import TimelineEntry, table
 from sop_engine.runtime.engine import Runtime
 
 __all__ = [
@@ -89,7 +89,7 @@ STOP_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
 NOOP_EVENT = "nothing"
 
-_T = table(TimelineEntry)
+_T = tables.timeline_entries
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

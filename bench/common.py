@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring, new_case_key, wrap_case_key
 from sop_engine.language.compiler import CompiledSop, SopLibrary
-from sop_engine.persistence.models import CaseKey, Referral, TimelineEntry, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import GENESIS, entry_hash
@@ -50,10 +50,10 @@ START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 ACTOR = Actor("bench-caseworker", "caseworker", "TH-NGO-BENCH", ("ngo",))
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-_R = table(Referral)
-_K = table(CaseKey)
-_T = table(TimelineEntry)
-_TM = table(Timer)
+_R = tables.referrals
+_K = tables.case_keys
+_T = tables.timeline_entries
+_TM = tables.timers
 _ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 

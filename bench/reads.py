@@ -58,9 +58,9 @@ from bench.common import (
     load_library,
     seed_referrals,
 )
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import Referral, Task, table
 from sop_engine.runtime.change import Change
 from sop_engine.timeline.entries import EntryDraft
 
@@ -74,8 +74,8 @@ WRITER_REFERRALS = 4
 SOPS = ROOT / "sop_definitions"
 SIDE = "app"
 
-_R = table(Referral)
-_TK = table(Task)
+_R = tables.referrals
+_TK = tables.tasks
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ from sop_engine.language.limits import (
 )
 from sop_engine.language.published import PUBLISHED, PublishedSources, sha256_text
 from sop_engine.language.source import parse_source
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import SopSource, table
 from sop_engine.publishing import check_upload
 
 __all__ = ["SHAPES", "SopCheck", "SopCheckPlan", "measure_sop_check", "shape_texts"]
@@ -298,7 +298,7 @@ def _publish(db: Engine, texts: list[str]) -> None:
             }
         )
     with db.begin() as conn:
-        conn.execute(table(SopSource).insert(), rows)
+        conn.execute(tables.sop_sources.insert(), rows)
 
 
 def measure_sop_check(plan: SopCheckPlan) -> SopCheck:

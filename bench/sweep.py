@@ -50,15 +50,15 @@ from sqlalchemy import BindParameter, Engine, and_, bindparam, func, or_, select
 
 from bench.common import SOP_KEY, START, load_library, make_runtime, seed_referrals
 from sop_engine.clock import ManualClock
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import Timer, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings
 
 __all__ = ["Sweep", "SweepPlan", "measure_sweep"]
 
-_TM = table(Timer)
+_TM = tables.timers
 BATCH = int(Settings.model_fields["batch_size"].default)
 """Timers claimed per batch: the sweep's own default (``SOP_ENGINE_BATCH_SIZE``)."""
 NOW = START + timedelta(hours=6)

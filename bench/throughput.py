@@ -36,17 +36,17 @@ from bench.common import (
     seed_referrals,
 )
 from sop_engine.clock import ManualClock
+from sop_engine.persistence import tables
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import Referral, TimelineEntry, Timer, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import entry_hash
 from sop_engine.timeline.entries import entry_content
 
 __all__ = ["Plan", "Throughput", "measure_throughput"]
 
-_R = table(Referral)
-_T = table(TimelineEntry)
-_TM = table(Timer)
+_R = tables.referrals
+_T = tables.timeline_entries
+_TM = tables.timers
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.directory.model import Agency, ServiceDirectory
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -147,13 +147,13 @@ def _scenario(rt: Runtime, clock: ManualClock, echo: Callable[[str], None]) -> b
             verdict = f"BROKEN at entry {broken.entry_id}: {broken.reason}"
         echo(f"\nTimeline of {c.case_code}: {c.entries} entries, {verdict}")
     with rt.db.connect() as conn:
-        outbox = conn.execute(select(table(OutboxMessage).c.template)).scalars().all()
+        outbox = conn.execute(select(tables.outbox.c.template)).scalars().all()
     echo(f"Notifications waiting in the outbox: {len(outbox)} ({', '.join(sorted(set(outbox)))})")
     return ok
 
 
 def _print_timeline(rt: Runtime, referral_id: str, echo: Callable[[str], None]) -> None:
-    t = table(TimelineEntry)
+    t = tables.timeline_entries
     with rt.db.connect() as conn:
         rows = conn.execute(select(t).where(t.c.referral_id == referral_id).order_by(t.c.seq)).all()
     header = (

@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from standardwebhooks import Webhook
 
 from sop_engine.clock import Clock, SystemClock
-from sop_engine.persistence.models import InboxMessage, table
+from sop_engine.persistence import tables
 
 __all__ = [
     "Channel",
@@ -49,7 +49,7 @@ __all__ = [
     "message_id_header",
 ]
 
-_INBOX = table(InboxMessage)
+_INBOX = tables.inbox_messages
 _EMAIL_POLICY = SMTP_POLICY.clone(cte_type="7bit")
 """CRLF line ends and a 7-bit clean message: Thai, Khmer, Lao and Burmese bodies travel
 base64 or quoted-printable, subjects as RFC 2047 words, through any relay."""

@@ -60,8 +60,8 @@ from notifications.recipients import (
 from notifications.render import RenderedMessage, Renderer
 from sop_engine.directory import ServiceDirectory
 from sop_engine.errors import ConcurrentChange
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import OutboxMessage, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.outbox import OutboxClaim
 from sop_engine.settings import Settings
@@ -77,7 +77,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_O = table(OutboxMessage)
+_O = tables.outbox
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from sqlalchemy import Engine, select
 from notifications.catalogue import FALLBACK_LANGUAGE, TEMPLATES_DIR, languages_of
 from sop_engine.directory import ServiceDirectory
 from sop_engine.errors import NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import User, table
 
 __all__ = [
     "COUNTRY_TIMEZONES",
@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_U = table(User)
+_U = tables.users
 IN_APP = "in_app"
 EMAIL = "email"
 DEFAULT_TIMEZONE = "UTC"

@@ -41,8 +41,8 @@ from sqlalchemy import Engine, select
 from sop_engine.crypto import MasterKeyring, rewrap_case_key
 from sop_engine.errors import ConfigurationError, TamperedData
 from sop_engine.master_keys import case_key_usage, check_keyring
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import CaseKey, table
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -57,7 +57,7 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 500
 """Case keys per write transaction: short enough not to hold SQLite's write lock for long."""
 
-_K = table(CaseKey)
+_K = tables.case_keys
 
 
 @dataclass(frozen=True, slots=True)

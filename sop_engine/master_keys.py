@@ -32,8 +32,8 @@ from sqlalchemy.exc import IntegrityError
 
 from sop_engine.crypto import MasterKey, MasterKeyring, derive_key
 from sop_engine.errors import ConfigurationError
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import CaseKey, MasterKeyFingerprint, table
 
 __all__ = [
     "KeyStatus",
@@ -45,8 +45,8 @@ __all__ = [
     "missing_in_use",
 ]
 
-_F = table(MasterKeyFingerprint)
-_K = table(CaseKey)
+_F = tables.master_key_fingerprints
+_K = tables.case_keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,8 +57,8 @@ from sop_engine.language.published import (
     source_name,
 )
 from sop_engine.language.source import parse_source
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import PublishingRequest, SopReview, SopSource, table
 
 __all__ = [
     "APPROVED",
@@ -79,9 +79,9 @@ __all__ = [
     "upload_sop",
 ]
 
-_S = table(SopSource)
-_R = table(SopReview)
-_P = table(PublishingRequest)
+_S = tables.sop_sources
+_R = tables.sop_reviews
+_P = tables.publishing_requests
 
 UPLOAD_NAME = "upload.sop.yaml"
 """The file name problems of an uploaded SOP carry."""

@@ -20,13 +20,13 @@ from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.directory import load_directory
 from sop_engine.directory.managed import ManagedDirectory
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import User, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECTORY = ROOT / "sop_definitions" / "directory"
-_U = table(User)
+_U = tables.users
 
 
 @pytest.fixture

@@ -34,8 +34,8 @@ from sop_engine.key_rotation import (
 )
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.master_keys import KeyStatus, case_key_usage, check_keyring, key_status
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres, make_engine
-from sop_engine.persistence.models import CaseKey, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -44,7 +44,7 @@ from tests.runtime.conftest import START
 ROOT = Path(__file__).resolve().parents[1]
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
 CASEWORKER = Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",))
-_K = table(CaseKey)
+_K = tables.case_keys
 
 K1 = MasterKey.generate("k1")
 K2 = MasterKey.generate("k2")

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, func, select
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import ConfigurationError
 from sop_engine.master_keys import check_keyring, fingerprint, mismatched
-from sop_engine.persistence.models import MasterKeyFingerprint, table
+from sop_engine.persistence import tables
 
 NOW = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
-_F = table(MasterKeyFingerprint)
+_F = tables.master_key_fingerprints
 
 
 def _recorded(engine: Engine) -> dict[str, str]:

@@ -23,7 +23,7 @@ from sop_engine.errors import (
 )
 from sop_engine.language.compiler import CompiledSop
 from sop_engine.language.published import PublishedLibrary, PublishedSources, load_library
-from sop_engine.persistence.models import SopReview, SopSource
+from sop_engine.persistence import tables
 from sop_engine.publishing import (
     NotPending,
     Outcome,
@@ -128,7 +128,7 @@ def refuse(
 
 def reviews(db: Engine) -> list[tuple[str, str, str]]:
     with db.connect() as conn:
-        rows = conn.execute(select(SopReview.__table__).order_by(SopReview.__table__.c.id)).all()
+        rows = conn.execute(select(tables.sop_reviews).order_by(tables.sop_reviews.c.id)).all()
     return [(r.decision, r.reviewer_id, r.uploaded_by) for r in rows]
 
 
@@ -201,7 +201,7 @@ def test_a_text_replaced_while_it_is_being_approved_is_not_published(
         publish(engine, library, "example.corridor@2", sha256=first_sha)
     assert reviews(engine) == []
     with engine.connect() as conn:
-        row = conn.execute(select(SopSource.__table__)).one()
+        row = conn.execute(select(tables.sop_sources)).one()
     assert (row.status, row.title) == ("pending", "Two, replaced")
     with pytest.raises(NotFound):
         library.get("example.corridor", 2)

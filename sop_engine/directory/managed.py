@@ -35,8 +35,8 @@ from sop_engine.directory.vocabulary import COUNTRIES
 from sop_engine.errors import ConcurrentChange, DefinitionError, InvalidInput, NotFound, Problem
 from sop_engine.language.schema import did_you_mean
 from sop_engine.language.source import DataPath, Location, SourceDocument
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import ManagedAgency, table
 
 __all__ = [
     "DirectorySnapshot",
@@ -49,7 +49,7 @@ __all__ = [
     "types_of",
 ]
 
-_M = table(ManagedAgency)
+_M = tables.managed_agencies
 
 ENTRY = "body"
 """The field name of a problem with the entry as a whole."""

@@ -27,8 +27,8 @@ from sop_engine.language.compiler import CompiledSop, SopLibrary, compile_docume
 from sop_engine.language.inherit import ref_of
 from sop_engine.language.limits import MAX_EXTENDS
 from sop_engine.language.source import SourceDocument, load_source, parse_source
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import SopSource, table
 
 __all__ = [
     "PENDING",
@@ -44,7 +44,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_S = table(SopSource)
+_S = tables.sop_sources
 
 PENDING = "pending"
 """Status of an uploaded SOP waiting for a second coordinator's approval; it may still be

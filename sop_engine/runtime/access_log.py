@@ -19,8 +19,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import AccessLogEntry, Referral, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.services import Services
 
@@ -33,8 +33,8 @@ __all__ = [
     "record_access",
 ]
 
-_A = table(AccessLogEntry)
-_R = table(Referral)
+_A = tables.access_log
+_R = tables.referrals
 
 OUTCOMES = ("granted", "refused")
 

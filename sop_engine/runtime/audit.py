@@ -28,8 +28,8 @@ from typing import Any, Final, Literal
 from sqlalchemy import Connection, and_, or_, select
 
 from sop_engine.errors import InvalidInput, NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import Referral, TimelineEntry, table
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.chain import ChainBreak
 from sop_engine.timeline.verifications import (
@@ -50,8 +50,8 @@ __all__ = [
     "read_timeline",
 ]
 
-_R = table(Referral)
-_T = table(TimelineEntry)
+_R = tables.referrals
+_T = tables.timeline_entries
 
 FULL_VERIFY_LIMIT: Final = 500
 """A timeline of at most this many entries is recomputed whole on every page."""

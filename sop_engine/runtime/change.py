@@ -22,16 +22,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, select, update
 
 from sop_engine.errors import ConcurrentChange, NotFound
 from sop_engine.language.spec import HANDOFF_STAGES, DeadlineSpec, SopSpec, StateSpec
-from sop_engine.persistence.models import (
-    Disclosure,
-    OutboxMessage,
-    Referral,
-    Task,
-    TimelineCheckpoint,
-    TimelineEntry,
-    Timer,
-    table,
-)
+from sop_engine.persistence import tables
 from sop_engine.timeline.chain import entry_hash
 from sop_engine.timeline.checkpoints import checkpoint_row, is_checkpoint
 from sop_engine.timeline.entries import EntryDraft, entry_content, entry_row
@@ -45,13 +36,13 @@ __all__ = [
     "recipient_agency",
 ]
 
-_R = table(Referral)
-_T = table(TimelineEntry)
-_TM = table(Timer)
-_TK = table(Task)
-_O = table(OutboxMessage)
-_D = table(Disclosure)
-_C = table(TimelineCheckpoint)
+_R = tables.referrals
+_T = tables.timeline_entries
+_TM = tables.timers
+_TK = tables.tasks
+_O = tables.outbox
+_D = tables.disclosures
+_C = tables.timeline_checkpoints
 
 # Built once: constructing a statement (and its cache key) costs more than running it on
 # SQLite, and these run on every fire.
@@ -450,9 +441,9 @@ class Change:
             self.conn.execute(statement, params)
         if self.entries:
             self.conn.execute(_T.insert(), self.entries)
-        tables = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D, "checkpoints": _C}
+        into = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D, "checkpoints": _C}
         for name, rows in self.rows.items():
-            self.conn.execute(tables[name].insert(), rows)
+            self.conn.execute(into[name].insert(), rows)
         return int(version)
 
 

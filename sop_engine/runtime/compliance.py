@@ -62,15 +62,15 @@ from sqlalchemy import (
 
 from sop_engine.errors import InvalidInput
 from sop_engine.language.compiler import CompiledSop
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import Referral, Task, TimelineEntry, table
 from sop_engine.runtime.services import Services
 
 __all__ = ["ESCALATION_KIND", "GROUPINGS", "ComplianceReport", "ComplianceRow", "compliance"]
 
-_R = table(Referral)
-_TK = table(Task)
-_T = table(TimelineEntry)
+_R = tables.referrals
+_TK = tables.tasks
+_T = tables.timeline_entries
 
 ESCALATION_KIND = "escalation"
 """The timeline kind of a fired escalation level (with or without the event it fires)."""

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Row, or_, select
 
 from sop_engine.errors import InvalidInput
 from sop_engine.language.spec import ConsentScope, SopSpec
-from sop_engine.persistence.models import ConsentGrant, ConsentWithdrawal, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.recipients import Recipient
 
 __all__ = [
@@ -55,8 +55,8 @@ __all__ = [
 GIVEN_BY = ("survivor", "caregiver", "trusted_adult", "caseworker")
 ASSENT = ("none", "verbal", "written", "not_required")
 
-_G = table(ConsentGrant)
-_W = table(ConsentWithdrawal)
+_G = tables.consent_grants
+_W = tables.consent_withdrawals
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from sop_engine.errors import ConcurrentChange, SopEngineError
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
-from sop_engine.persistence.models import Referral, Timer, table
 from sop_engine.runtime.actors import SYSTEM
 from sop_engine.runtime.change import Change, recipient_agency
 from sop_engine.runtime.fire import fire_as_system
@@ -43,8 +43,8 @@ __all__ = [
     "sweep_batch",
 ]
 
-_TM = table(Timer)
-_R = table(Referral)
+_TM = tables.timers
+_R = tables.referrals
 
 DEFAULT_LEASE = timedelta(seconds=60)
 """How long a claim is a sweep's own; :func:`renew_claims` extends it while it works."""

@@ -36,14 +36,8 @@ from sqlalchemy import Connection, Row, select
 from sop_engine.crypto import open_sealed, unwrap_case_key
 from sop_engine.errors import ConsentMissing, NotFound
 from sop_engine.language.spec import BUILTIN_FIELDS, SopSpec
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import (
-    CaseKey,
-    ConsentGrant,
-    ConsentWithdrawal,
-    Disclosure,
-    table,
-)
 from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE
@@ -66,10 +60,10 @@ __all__ = [
 READ_ACTION = "disclosed.read"
 """The access log's action for a consent-scoped read."""
 
-_D = table(Disclosure)
-_G = table(ConsentGrant)
-_W = table(ConsentWithdrawal)
-_K = table(CaseKey)
+_D = tables.disclosures
+_G = tables.consent_grants
+_W = tables.consent_withdrawals
+_K = tables.case_keys
 
 
 class DisclosureWithdrawn(ConsentMissing):

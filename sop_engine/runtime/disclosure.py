@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, select
 from sop_engine.crypto import open_sealed, seal, unwrap_case_key
 from sop_engine.errors import ConsentMissing, InvalidInput
 from sop_engine.language.spec import BUILTIN_FIELDS, SopSpec, TransitionSpec
-from sop_engine.persistence.models import CaseKey, ConsentWithdrawal, Disclosure, table
+from sop_engine.persistence import tables
 from sop_engine.runtime import consent
 from sop_engine.runtime.change import Change, handoff_stage
 from sop_engine.runtime.choice import EventRequest
@@ -32,9 +32,9 @@ __all__ = [
 MIN_JUSTIFICATION = 20
 """Characters: a written justification is a sentence, not a tick box."""
 
-_D = table(Disclosure)
-_W = table(ConsentWithdrawal)
-_K = table(CaseKey)
+_D = tables.disclosures
+_W = tables.consent_withdrawals
+_K = tables.case_keys
 
 
 def check_override(t: TransitionSpec, request: EventRequest) -> dict[str, Any]:

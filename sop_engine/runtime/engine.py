@@ -20,8 +20,8 @@ from sop_engine.crypto import MasterKeyring
 from sop_engine.directory.model import ServiceDirectory
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import IdempotencyRecord, table
 from sop_engine.runtime import (
     access_log,
     audit,
@@ -57,7 +57,7 @@ from sop_engine.timeline.verify import TimelineCheck, verify_referral_timeline, 
 
 __all__ = ["Runtime"]
 
-_I = table(IdempotencyRecord)
+_I = tables.idempotency_keys
 
 RETRIES = 3
 """Attempts of a fire without an expected version, when other changes keep winning."""

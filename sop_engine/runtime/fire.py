@@ -33,11 +33,7 @@ from sop_engine.language.spec import (
     SopSpec,
     TransitionSpec,
 )
-from sop_engine.persistence.models import (
-    IdempotencyRecord,
-    Referral,
-    table,
-)
+from sop_engine.persistence import tables
 from sop_engine.runtime import consent
 from sop_engine.runtime.actors import SYSTEM, Actor
 from sop_engine.runtime.change import (
@@ -76,8 +72,8 @@ __all__ = [
     "fire_as_system",
 ]
 
-_R = table(Referral)
-_I = table(IdempotencyRecord)
+_R = tables.referrals
+_I = tables.idempotency_keys
 
 
 @dataclass(frozen=True, slots=True)

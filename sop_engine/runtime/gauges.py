@@ -19,21 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import (
-    OutboxMessage,
-    PeriodicRun,
-    TimelineEntry,
-    Timer,
-    table,
-)
 
 __all__ = ["OUTBOX_STATUSES", "Gauges", "PeriodicFigures", "read_gauges"]
 
-_TM = table(Timer)
-_O = table(OutboxMessage)
-_PR = table(PeriodicRun)
-_TL = table(TimelineEntry)
+_TM = tables.timers
+_O = tables.outbox
+_PR = tables.periodic_runs
+_TL = tables.timeline_entries
 
 OUTBOX_STATUSES = ("pending", "sent", "dead")
 """Every status an outbox message can have; each is reported, zero when none has it."""

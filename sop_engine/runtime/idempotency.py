@@ -32,15 +32,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sop_engine.errors import ConcurrentChange, IdempotencyKeyReused, NotFound
-from sop_engine.persistence.models import IdempotencyRecord, Referral, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
 
 __all__ = ["LEASE", "OPERATIONS", "run_once"]
 
-_I = table(IdempotencyRecord)
-_R = table(Referral)
+_I = tables.idempotency_keys
+_R = tables.referrals
 
 OPERATIONS = ("consent.grant", "consent.withdraw", "withdrawal.acknowledge")
 """The operations whose keys this module keeps (``fire`` keeps its own)."""

@@ -19,15 +19,8 @@ from sop_engine.clock import utc
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.schema import did_you_mean
 from sop_engine.language.spec import ConsentScope, SopSpec
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import (
-    ConsentGrant,
-    ConsentWithdrawal,
-    Disclosure,
-    Referral,
-    Task,
-    table,
-)
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import Change, load_referral
 from sop_engine.runtime.consent import age_band, check_basis, scope_country
@@ -43,11 +36,11 @@ __all__ = [
     "withdraw_consent",
 ]
 
-_R = table(Referral)
-_G = table(ConsentGrant)
-_W = table(ConsentWithdrawal)
-_D = table(Disclosure)
-_TK = table(Task)
+_R = tables.referrals
+_G = tables.consent_grants
+_W = tables.consent_withdrawals
+_D = tables.disclosures
+_TK = tables.tasks
 
 WITHDRAWAL_TEMPLATE = "consent_withdrawn"
 STOP_USING = "Consent was withdrawn: stop using and sharing this case's data, and acknowledge"

@@ -14,15 +14,15 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, select, update
 
 from sop_engine.errors import NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import InboxMessage, table
 from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.services import Services
 
 __all__ = ["Notice", "list_notices", "mark_read"]
 
-_N = table(InboxMessage)
+_N = tables.inbox_messages
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ from typing import Any, Literal
 from sqlalchemy import Connection, and_, or_, select, update
 
 from sop_engine.errors import ConcurrentChange, NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
-from sop_engine.persistence.models import OutboxMessage, Referral, table
 from sop_engine.runtime.actors import SYSTEM
 from sop_engine.runtime.change import Change
 from sop_engine.runtime.services import Services
@@ -47,8 +47,8 @@ __all__ = [
     "renew_outbox_claims",
 ]
 
-_O = table(OutboxMessage)
-_R = table(Referral)
+_O = tables.outbox
+_R = tables.referrals
 
 MAX_ATTEMPTS = 8
 """Attempts before a message is declared dead (about a day with :func:`backoff`)."""

@@ -29,12 +29,12 @@ from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sop_engine.clock import Clock
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import PeriodicRun, table
 
 __all__ = ["HELD", "SUPERSEDED", "Lease", "Refusal", "begin", "last_success", "status"]
 
-_PR = table(PeriodicRun)
+_PR = tables.periodic_runs
 
 HELD = "held"
 """A live run holds the lease."""

@@ -19,11 +19,11 @@ from sop_engine.directory.model import ServiceDirectory
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.schema import did_you_mean
 from sop_engine.language.spec import SopSpec
-from sop_engine.persistence.models import ManagedAgency, table
+from sop_engine.persistence import tables
 
 __all__ = ["Recipient", "UnknownAgency", "check_slot", "find_recipient", "recipient"]
 
-_M = table(ManagedAgency)
+_M = tables.managed_agencies
 
 
 @dataclass(frozen=True, slots=True)

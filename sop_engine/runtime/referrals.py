@@ -23,8 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sop_engine.clock import utc
 from sop_engine.crypto import new_case_key, open_sealed, seal, unwrap_case_key, wrap_case_key
 from sop_engine.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import CaseKey, IdempotencyRecord, Referral, table
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
@@ -44,9 +44,9 @@ __all__ = [
     "referral_view",
 ]
 
-_R = table(Referral)
-_K = table(CaseKey)
-_I = table(IdempotencyRecord)
+_R = tables.referrals
+_K = tables.case_keys
+_I = tables.idempotency_keys
 
 _CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 """Crockford-like: no 0/O, 1/I/L or U, so codes survive being read out on a phone."""

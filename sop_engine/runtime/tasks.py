@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, or_, select
 
 from sop_engine.errors import InvalidInput, NotFound, TransitionNotAllowed
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import Referral, Task, table
 from sop_engine.runtime.access_log import append_access
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.choice import available_events
@@ -43,8 +43,8 @@ __all__ = [
     "read_task",
 ]
 
-_TK = table(Task)
-_R = table(Referral)
+_TK = tables.tasks
+_R = tables.referrals
 
 STATUSES = ("open", "done", "cancelled")
 HANDOFF_ANSWERS = ("acknowledge", "accept", "decline", "deliver")

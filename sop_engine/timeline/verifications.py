@@ -23,7 +23,7 @@ from typing import Final
 from sqlalchemy import Connection, Engine, case, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sop_engine.persistence.models import Referral, TimelineVerification, table
+from sop_engine.persistence import tables
 from sop_engine.timeline.verify import TimelineCheck
 
 __all__ = [
@@ -39,8 +39,8 @@ BATCH = 500
 """Records written per transaction by :func:`record_verifications`: a writer on SQLite
 holds the one write lock, so a long run lets others write between its batches."""
 
-_V = table(TimelineVerification)
-_R = table(Referral)
+_V = tables.timeline_verifications
+_R = tables.referrals
 
 STALE_AFTER: Final = timedelta(days=1)
 """A full verification older than this is due again, even if the chain did not change."""

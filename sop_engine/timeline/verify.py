@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Row, select
 
-from sop_engine.persistence.models import Referral, TimelineCheckpoint, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.timeline.chain import (
     GENESIS,
     HASH_MISMATCH,
@@ -61,9 +61,9 @@ ANCHOR_MISMATCH: Final = (
     "was rewritten)"
 )
 
-_R = table(Referral)
-_T = table(TimelineEntry)
-_C = table(TimelineCheckpoint)
+_R = tables.referrals
+_T = tables.timeline_entries
+_C = tables.timeline_checkpoints
 
 
 @dataclass(frozen=True, slots=True)

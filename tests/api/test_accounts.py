@@ -19,7 +19,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import InvalidInput, NotFound
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import AccessLogEntry, User, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
 
@@ -120,9 +120,7 @@ def test_a_rotated_token_stops_at_once_and_the_user_keeps_her_id_role_and_agency
     assert client.get(f"/referrals/{code}", headers=bearer(new)).status_code == 200
     with runtime.db.connect() as conn:
         actors = conn.execute(
-            select(table(AccessLogEntry).c.actor_id).where(
-                table(AccessLogEntry).c.outcome == "granted"
-            )
+            select(tables.access_log.c.actor_id).where(tables.access_log.c.outcome == "granted")
         ).scalars()
         assert set(actors) == {before.id}
 
@@ -138,8 +136,8 @@ def test_an_expired_token_is_401_with_a_clear_message_and_logged_as_its_users(
     refused(r, "expired at 2026-05-31 01:30 UTC")
     assert "rotate-token" in r.json()["message"]
     with runtime.db.connect() as conn:
-        rows = conn.execute(select(table(AccessLogEntry))).all()
-        users = conn.execute(select(table(User))).all()
+        rows = conn.execute(select(tables.access_log)).all()
+        users = conn.execute(select(tables.users)).all()
     failed = [row for row in rows if row.action == "auth.expired_token"]
     assert [(f.actor_id, f.actor_role, f.outcome) for f in failed] == [
         (made.principal.id, "auditor", "refused")

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, update
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import HASH_MISMATCH, PREV_HASH_MISMATCH
@@ -244,7 +244,7 @@ def test_a_row_changed_in_the_database_breaks_the_chain_at_that_entry(
 ) -> None:
     record_consent(client, users, runtime, case_code)
     url = f"/audit/referrals/{case_code}/timeline"
-    entries = table(TimelineEntry)
+    entries = tables.timeline_entries
     referral_id = runtime.read_referral(case_code).id
     with runtime.db.begin() as conn:
         conn.execute(
@@ -294,7 +294,7 @@ def test_a_moved_link_is_named(
     client: TestClient, users: Users, case_code: str, runtime: Runtime
 ) -> None:
     record_consent(client, users, runtime, case_code)
-    entries = table(TimelineEntry)
+    entries = tables.timeline_entries
     referral_id = runtime.read_referral(case_code).id
     with runtime.db.begin() as conn:
         conn.execute(

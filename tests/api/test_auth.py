@@ -14,16 +14,16 @@ from sqlalchemy import select, update
 from api.app import create_app
 from api.users import hash_token
 from cli.main import cli
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import User, table
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import get_settings
 from tests.agencies import agency_directory
 
 from .conftest import SOPS, Users
 
-_U = table(User)
+_U = tables.users
 
 
 def test_no_token_is_401(client: TestClient) -> None:

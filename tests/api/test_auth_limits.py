@@ -27,7 +27,7 @@ from cli.serve import build_app
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import AccessLogEntry, AuthFailure, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings, get_settings
 
@@ -35,8 +35,8 @@ START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 ATTACKER = ("203.0.113.7", 41000)
 COLLEAGUE = ("198.51.100.20", 52000)
 LIMIT = FailedAuthLimit(limit=20, window=timedelta(minutes=5))
-_A = table(AccessLogEntry)
-_F = table(AuthFailure)
+_A = tables.access_log
+_F = tables.auth_failures
 
 
 @pytest.fixture

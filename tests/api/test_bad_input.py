@@ -20,7 +20,7 @@ from api.characters import MAX_JSON_DEPTH
 from api.permissions import PERMISSIONS
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import Referral
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import SURVIVOR, Users, referral_body
@@ -75,7 +75,7 @@ def _caller(users: Users, method: str, path: str) -> dict[str, str]:
 
 def _referrals(db: Engine) -> int:
     with db.connect() as conn:
-        count: int = conn.execute(select(func.count()).select_from(Referral)).scalar_one()
+        count: int = conn.execute(select(func.count()).select_from(tables.referrals)).scalar_one()
         return count
 
 

@@ -18,7 +18,7 @@ from api.users import create_user
 from notifications.dispatch import find_recipient
 from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.directory.managed import load_managed_directory
-from sop_engine.persistence.models import ManagedAgency, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import SOPS, Users, referral_body
@@ -79,7 +79,9 @@ def ids(page: dict[str, Any]) -> list[str]:
 
 def managed_rows(db: Engine) -> int:
     with db.connect() as conn:
-        count: int = conn.execute(select(func.count()).select_from(ManagedAgency)).scalar_one()
+        count: int = conn.execute(
+            select(func.count()).select_from(tables.managed_agencies)
+        ).scalar_one()
         return count
 
 
@@ -363,9 +365,7 @@ def test_sop_engine_serve_refuses_a_managed_entry_that_does_not_fit(
     now = datetime(2026, 1, 20, tzinfo=UTC)
     with runtime.db.begin() as conn:
         conn.execute(
-            table(ManagedAgency)
-            .insert()
-            .values(
+            tables.managed_agencies.insert().values(
                 id=NEW_ID,
                 entry={**new_agency(corridors=["TH-QQ"]), "id": NEW_ID},
                 revision=1,

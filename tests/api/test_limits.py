@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from sop_engine.language.limits import MAX_FILE_BYTES
-from sop_engine.persistence.models import Referral, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 
 from .conftest import Users, referral_body
@@ -27,7 +27,7 @@ def small_client(runtime: Runtime) -> Iterator[TestClient]:
 
 def referrals_stored(runtime: Runtime) -> int:
     with runtime.db.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table(Referral))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(tables.referrals)).scalar_one())
 
 
 def test_a_body_over_the_limit_is_refused_with_413_and_nothing_is_stored(

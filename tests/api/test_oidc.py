@@ -30,7 +30,7 @@ from api.app import create_app
 from api.oidc import BearerAuth
 from cli.serve import ServeError, build_app
 from sop_engine.errors import ConfigurationError
-from sop_engine.persistence.models import AccessLogEntry, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import AuthMode, Settings, get_settings
 
@@ -259,7 +259,7 @@ def test_a_valid_ec_token_acts_for_the_agency_in_its_claim(
     assert SURVIVOR not in r.text
     case_code = r.json()["case_code"]
 
-    timeline = table(TimelineEntry)
+    timeline = tables.timeline_entries
     with runtime.db.connect() as conn:
         actors = set(conn.execute(select(timeline.c.actor_id, timeline.c.actor_agency_id)))
     assert actors == {(f"oidc:{SUBJECT}", "TH-NGO-A")}
@@ -360,7 +360,7 @@ def test_a_forged_token_counts_as_a_failed_authentication_and_is_logged_without_
 ) -> None:
     token = mint(key=other_rsa_key, kid="rsa-1")
     assert api.get("/sops", headers=bearer(token)).status_code == 401
-    log = table(AccessLogEntry)
+    log = tables.access_log
     with runtime.db.connect() as conn:
         rows = conn.execute(select(log).where(log.c.action.like("auth.%"))).all()
     assert [(r.action, r.actor_id, r.outcome) for r in rows] == [

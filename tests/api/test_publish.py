@@ -20,7 +20,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.language.published import PublishedLibrary, PublishedSources, load_library
-from sop_engine.persistence.models import SopSource
+from sop_engine.persistence import tables
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
 
@@ -116,7 +116,7 @@ def publish(client: TestClient, users: Users, ref: str, **headers: str) -> dict[
 
 def stored_rows(db: Engine) -> int:
     with db.connect() as conn:
-        count: int = conn.execute(select(func.count()).select_from(SopSource)).scalar_one()
+        count: int = conn.execute(select(func.count()).select_from(tables.sop_sources)).scalar_one()
         return count
 
 

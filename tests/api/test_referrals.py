@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from sop_engine.persistence.models import Referral, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -165,7 +165,7 @@ def test_a_retried_creation_with_its_idempotency_key_makes_one_referral(
     assert other.status_code == 422
     assert other.json()["field"] == "Idempotency-Key"
     with runtime.db.connect() as conn:
-        count = conn.execute(select(func.count()).select_from(table(Referral))).scalar_one()
+        count = conn.execute(select(func.count()).select_from(tables.referrals)).scalar_one()
     assert count == 1
     fresh = client.post("/referrals", json=referral_body(), headers=users.auth("caseworker"))
     assert fresh.json()["case_code"] != first.json()["case_code"]

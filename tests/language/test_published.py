@@ -17,7 +17,7 @@ from sop_engine.language.published import (
     load_library,
     source_name,
 )
-from sop_engine.persistence.models import SopSource, table
+from sop_engine.persistence import tables
 from sop_engine.publishing import approve_upload, upload_sop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +64,7 @@ def test_a_published_row_with_a_files_version_stops_the_start(sqlite_engine: Eng
     text = (EXAMPLES / "example.corridor.sop.yaml").read_text()
     with sqlite_engine.begin() as conn:
         conn.execute(
-            table(SopSource)
-            .insert()
-            .values(
+            tables.sop_sources.insert().values(
                 key="example.corridor",
                 version=1,
                 title="One",

@@ -51,7 +51,7 @@ from notifications.render import render
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import InboxMessage, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -520,7 +520,7 @@ def test_the_inbox_keeps_one_row_per_message(runtime: Runtime) -> None:
     inbox.send(message)  # delivered again after a crash: nothing changes
 
     with runtime.db.connect() as conn:
-        rows = conn.execute(select(table(InboxMessage))).all()
+        rows = conn.execute(select(tables.inbox_messages)).all()
     assert len(rows) == 1
     row = rows[0]
     assert (row.message_id, row.referral_id, row.case_code) == (

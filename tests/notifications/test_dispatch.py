@@ -58,7 +58,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.directory import ServiceDirectory, load_directory
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.deadlines import DEFAULT_LEASE
 from sop_engine.runtime.engine import Runtime
@@ -345,14 +345,14 @@ def dispatch(
 
 
 def outbox(runtime: Runtime, **where: Any) -> list[Any]:
-    o = table(OutboxMessage)
+    o = tables.outbox
     query = select(o).where(*(o.c[k] == v for k, v in where.items())).order_by(o.c.template)
     with runtime.db.connect() as conn:
         return list(conn.execute(query).all())
 
 
 def inbox(runtime: Runtime, **where: Any) -> list[Any]:
-    i = table(InboxMessage)
+    i = tables.inbox_messages
     query = select(i).where(*(i.c[k] == v for k, v in where.items())).order_by(i.c.template)
     with runtime.db.connect() as conn:
         return list(conn.execute(query).all())
@@ -562,7 +562,7 @@ def test_a_refused_message_dies_with_an_incident_and_a_notice(
 
 
 def timeline(runtime: Runtime, referral_id: str, kind: str) -> list[Any]:
-    t = table(TimelineEntry)
+    t = tables.timeline_entries
     query = select(t).where(t.c.referral_id == referral_id, t.c.kind == kind)
     with runtime.db.connect() as conn:
         return list(conn.execute(query).all())
@@ -766,7 +766,7 @@ def test_a_recipient_in_myanmar_reads_the_due_time_in_yangon(
     """The example corridor goes to Lao PDR only (a Myanmar shelter cannot receive it), so its
     message is readdressed to the shelter here: dispatch reads the zone off the directory."""
     refer_for_return(runtime, caseworker, FOCAL_INBOX)
-    o = table(OutboxMessage)
+    o = tables.outbox
     with runtime.db.begin() as conn:
         conn.execute(o.update().values(recipient_agency_id=SHELTER_MM))
 

@@ -27,8 +27,8 @@ from notifications.render import render
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKeyring
 from sop_engine.language.compiler import CompiledSop
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.services import Services
@@ -134,7 +134,7 @@ def emails_of(mailbox: Mailbox, message_id: str) -> dict[str, Any]:
 
 
 def no_address_anywhere(runtime: Runtime, *addresses: str) -> None:
-    o, t = table(OutboxMessage), table(TimelineEntry)
+    o, t = tables.outbox, tables.timeline_entries
     with runtime.db.connect() as conn:
         stored = [str(r) for r in conn.execute(select(o.c.last_error, o.c.context))]
         stored += [str(r) for r in conn.execute(select(t.c.details))]

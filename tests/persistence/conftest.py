@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import Engine
 
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.models import Referral
 
-NewReferral = Callable[..., Referral]
+NewReferral = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture(
@@ -33,9 +32,10 @@ def empty_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 
 @pytest.fixture
 def new_referral() -> NewReferral:
-    """Make a referral with every required column filled; keyword arguments override."""
+    """Make a row of ``referrals`` with every required column filled (the others take their
+    defaults when it is inserted); keyword arguments override."""
 
-    def make(**changes: Any) -> Referral:
+    def make(**changes: Any) -> dict[str, Any]:
         now = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -51,6 +51,6 @@ def new_referral() -> NewReferral:
             "head_hash": "0" * 64,
         }
         values.update(changes)
-        return Referral(**values)
+        return values
 
     return make

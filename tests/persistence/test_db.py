@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
 from sop_engine.errors import ConfigurationError
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import (
     _turn_on_wal,
     default_database_url,
@@ -26,10 +27,11 @@ from sop_engine.persistence.db import (
     make_engine,
     read_transaction,
 )
-from sop_engine.persistence.models import CaseKey, Referral
 
 WAIT = 30.0
 """Seconds a thread or event waits before the test fails instead of hanging."""
+
+_R = tables.referrals
 
 
 def test_the_default_database_is_an_absolute_sqlite_file_in_the_data_folder(
@@ -106,17 +108,14 @@ def test_an_in_memory_sqlite_database_works_without_wal() -> None:
 
 
 def test_sqlite_refuses_a_row_pointing_at_no_referral(sqlite_engine: Engine) -> None:
-    with Session(sqlite_engine) as session:
-        session.add(
-            CaseKey(
-                referral_id="no-such-referral",
-                master_key_id="k1",
-                wrapped_key=b"\0" * 40,
-                created_at=datetime.now(UTC),
-            )
-        )
-        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
-            session.commit()
+    orphan = tables.case_keys.insert().values(
+        referral_id="no-such-referral",
+        master_key_id="k1",
+        wrapped_key=b"\0" * 40,
+        created_at=datetime.now(UTC),
+    )
+    with sqlite_engine.connect() as connection, pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        connection.execute(orphan)
 
 
 def _traced(engine: Engine, run: Callable[[Engine], None]) -> list[str]:
@@ -138,12 +137,12 @@ def _traced(engine: Engine, run: Callable[[Engine], None]) -> list[str]:
 
 def _count_referrals(engine: Engine) -> None:
     with engine.begin() as connection:
-        connection.execute(select(func.count()).select_from(Referral)).scalar()
+        connection.execute(select(func.count()).select_from(_R)).scalar()
 
 
 def _read_referrals(engine: Engine) -> None:
     with read_transaction(engine) as connection:
-        connection.execute(select(func.count()).select_from(Referral)).scalar()
+        connection.execute(select(func.count()).select_from(_R)).scalar()
 
 
 def test_writers_begin_immediate_and_readers_deferred_under_query_only(
@@ -163,17 +162,17 @@ def test_writers_begin_immediate_and_readers_deferred_under_query_only(
 
 
 def test_a_read_transaction_refuses_to_write(
-    engine: Engine, new_referral: Callable[..., Referral]
+    engine: Engine, new_referral: Callable[..., dict[str, Any]]
 ) -> None:
-    with Session(engine) as session, session.begin():
-        session.add(new_referral(id="r-x"))
+    with engine.begin() as connection:
+        connection.execute(_R.insert(), new_referral(id="r-x"))
     with read_transaction(engine) as connection, pytest.raises(DBAPIError) as refused:
-        connection.execute(delete(Referral).where(Referral.id == "r-x"))
+        connection.execute(delete(_R).where(_R.c.id == "r-x"))
     assert "readonly" in str(refused.value).replace("-", "").replace(" ", "").lower()
-    with Session(engine) as session, session.begin():  # the connection writes again after
-        session.add(new_referral(id="r-y"))
+    with engine.begin() as connection:  # the connection writes again after
+        connection.execute(_R.insert(), new_referral(id="r-y"))
     with read_transaction(engine) as connection:
-        codes = connection.scalars(select(Referral.id)).all()
+        codes = connection.scalars(select(_R.c.id)).all()
     assert sorted(codes) == ["r-x", "r-y"]
 
 
@@ -194,22 +193,21 @@ def test_a_postgresql_read_is_one_read_only_snapshot(postgres_engine: Engine) ->
 
 
 def test_a_sqlite_reader_neither_waits_for_a_writer_nor_makes_it_wait(
-    sqlite_engine: Engine, new_referral: Callable[..., Referral]
+    sqlite_engine: Engine, new_referral: Callable[..., dict[str, Any]]
 ) -> None:
     """A writer holds the write lock with an uncommitted insert; readers in other threads
     answer at once from the last committed snapshot, and the writer commits while a reader's
     transaction is still open. With ``BEGIN IMMEDIATE`` for reads, each reader would wait
     for the lock until the busy timeout and fail with "database is locked"."""
-    with Session(sqlite_engine) as session, session.begin():
-        session.add(new_referral(id="r-1"))
+    with sqlite_engine.begin() as connection:
+        connection.execute(_R.insert(), new_referral(id="r-1"))
     writing, read, committed = threading.Event(), threading.Event(), threading.Event()
     failures: list[BaseException] = []
 
     def write() -> None:
         try:
-            with Session(sqlite_engine) as session, session.begin():
-                session.add(new_referral(id="r-2"))
-                session.flush()
+            with sqlite_engine.begin() as connection:
+                connection.execute(_R.insert(), new_referral(id="r-2"))
                 writing.set()
                 assert read.wait(WAIT), "the reader never answered"
             committed.set()
@@ -221,19 +219,19 @@ def test_a_sqlite_reader_neither_waits_for_a_writer_nor_makes_it_wait(
     writer.start()
     assert writing.wait(WAIT)
     with read_transaction(sqlite_engine) as connection:
-        before = connection.scalars(select(Referral.id)).all()
+        before = connection.scalars(select(_R.c.id)).all()
         read.set()
         assert committed.wait(WAIT), "the writer could not commit while a reader read"
-        still = connection.scalars(select(Referral.id)).all()  # the same snapshot
+        still = connection.scalars(select(_R.c.id)).all()  # the same snapshot
     writer.join(WAIT)
     assert failures == []
     assert before == still == ["r-1"]
     with read_transaction(sqlite_engine) as connection:
-        assert sorted(connection.scalars(select(Referral.id))) == ["r-1", "r-2"]
+        assert sorted(connection.scalars(select(_R.c.id))) == ["r-1", "r-2"]
 
 
 def test_concurrent_sqlite_writers_take_turns_instead_of_failing(
-    sqlite_engine: Engine, new_referral: Callable[..., Referral]
+    sqlite_engine: Engine, new_referral: Callable[..., dict[str, Any]]
 ) -> None:
     """Each writer reads the referral, pauses, then writes it back: the read-then-write
     pattern of ``fire``. With pysqlite's own transactions the read runs outside any
@@ -241,8 +239,8 @@ def test_concurrent_sqlite_writers_take_turns_instead_of_failing(
     with "database is locked" when it upgrades to a write. ``BEGIN IMMEDIATE`` makes the
     second writer wait until the first commits, so every change lands."""
     referral_id = "r-1"
-    with Session(sqlite_engine) as session, session.begin():
-        session.add(new_referral(id=referral_id))
+    with sqlite_engine.begin() as connection:
+        connection.execute(_R.insert(), new_referral(id=referral_id))
     rounds = 15
     start = threading.Barrier(2)
     failures: list[BaseException] = []
@@ -251,10 +249,14 @@ def test_concurrent_sqlite_writers_take_turns_instead_of_failing(
         try:
             start.wait()
             for _ in range(rounds):
-                with Session(sqlite_engine) as session, session.begin():
-                    row = session.get_one(Referral, referral_id)
+                with sqlite_engine.begin() as connection:
+                    version = connection.execute(
+                        select(_R.c.version).where(_R.c.id == referral_id)
+                    ).scalar_one()
                     time.sleep(0.002)
-                    row.version += 1
+                    connection.execute(
+                        update(_R).where(_R.c.id == referral_id).values(version=version + 1)
+                    )
         except BaseException as exc:
             failures.append(exc)
 
@@ -265,8 +267,9 @@ def test_concurrent_sqlite_writers_take_turns_instead_of_failing(
         writer.join()
 
     assert failures == []
-    with Session(sqlite_engine) as session:
-        assert session.get_one(Referral, referral_id).version == 1 + 2 * rounds
+    with sqlite_engine.connect() as connection:
+        version = connection.execute(select(_R.c.version).where(_R.c.id == referral_id))
+        assert version.scalar_one() == 1 + 2 * rounds
 
 
 @pytest.mark.postgres

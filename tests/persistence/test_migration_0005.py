@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from alembic import command
 from sqlalchemy import Engine, func, inspect, select
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import SopSource, User, table
 
 NEW_TABLES = {"sop_sources", "publishing_requests", "managed_agencies"}
 
@@ -19,31 +19,27 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
-def tables(engine: Engine) -> set[str]:
+def table_names(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names())
 
 
 def test_0005_goes_up_down_and_up_again(empty_engine: Engine) -> None:
     now = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
     upgrade(empty_engine, "0004")
-    assert not NEW_TABLES & tables(empty_engine)
+    assert not NEW_TABLES & table_names(empty_engine)
     with empty_engine.begin() as conn:
         conn.execute(
-            table(User)
-            .insert()
-            .values(
+            tables.users.insert().values(
                 id="u-1", username="coord", role="coordinator", token_hash="0" * 64, created_at=now
             )
         )
 
     upgrade(empty_engine, "0005")
     assert current_revision(empty_engine) == "0005"
-    assert tables(empty_engine) >= NEW_TABLES
+    assert table_names(empty_engine) >= NEW_TABLES
     with empty_engine.begin() as conn:
         conn.execute(
-            table(SopSource)
-            .insert()
-            .values(
+            tables.sop_sources.insert().values(
                 key="example.corridor",
                 version=2,
                 title="t",
@@ -59,11 +55,11 @@ def test_0005_goes_up_down_and_up_again(empty_engine: Engine) -> None:
 
     downgrade(empty_engine, "0004")
     assert current_revision(empty_engine) == "0004"
-    assert not NEW_TABLES & tables(empty_engine)
+    assert not NEW_TABLES & table_names(empty_engine)
     with empty_engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(User)).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(tables.users)).scalar_one() == 1
 
     upgrade(empty_engine)
-    assert tables(empty_engine) >= NEW_TABLES
+    assert table_names(empty_engine) >= NEW_TABLES
     with empty_engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(SopSource)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(tables.sop_sources)).scalar_one() == 0

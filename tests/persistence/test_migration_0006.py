@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 from alembic import command
 from sqlalchemy import Engine, inspect, select, text
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import IdempotencyRecord, User, table
 from sop_engine.runtime.fingerprints import RETIRED
 
 CREATED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-_U = table(User)
-_I = table(IdempotencyRecord)
+_U = tables.users
+_I = tables.idempotency_keys
 
 
 def columns(engine: Engine, name: str) -> set[str]:

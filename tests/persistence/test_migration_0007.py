@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import Engine, inspect, select
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import TimelineCheckpoint, TimelineEntry, table
 from sop_engine.timeline.chain import GENESIS, entry_hash
 from sop_engine.timeline.entries import entry_content
 from sop_engine.timeline.verify import verify_range, verify_referral_timeline
@@ -48,7 +48,7 @@ def _old_timeline(engine: Engine, referral_id: str) -> list[dict[str, Any]]:
         prev = entry["hash"]
         entries.append(entry)
     with engine.begin() as conn:
-        # The table as 0005 made it (the models' table has columns of later revisions).
+        # The table as 0005 made it (``tables.referrals`` has columns of later revisions).
         referrals = sa.Table("referrals", sa.MetaData(), autoload_with=conn)
         conn.execute(
             referrals.insert(),
@@ -71,7 +71,7 @@ def _old_timeline(engine: Engine, referral_id: str) -> list[dict[str, Any]]:
                 "head_hash": prev,
             },
         )
-        conn.execute(table(TimelineEntry).insert(), entries)
+        conn.execute(tables.timeline_entries.insert(), entries)
     return entries
 
 
@@ -84,7 +84,7 @@ def test_0007_copies_the_checkpoints_of_existing_timelines_and_goes_down_and_up(
 
     upgrade(empty_engine, "0007")
     assert current_revision(empty_engine) == "0007"
-    checkpoints = table(TimelineCheckpoint)
+    checkpoints = tables.timeline_checkpoints
     with read_transaction(empty_engine) as conn:
         copied = conn.execute(
             select(checkpoints.c.referral_id, checkpoints.c.seq, checkpoints.c.hash)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from alembic import command
 from sqlalchemy import Engine, inspect, select
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import SopReview, SopSource, table
 
 NOW = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
-_S = table(SopSource)
+_S = tables.sop_sources
 
 
 def statuses(engine: Engine) -> dict[int, str]:
@@ -43,9 +43,7 @@ def test_0010_makes_drafts_pending_and_goes_down_and_up_again(empty_engine: Engi
     assert statuses(empty_engine) == {2: "pending", 3: "published"}
     with empty_engine.begin() as conn:
         conn.execute(
-            table(SopReview)
-            .insert()
-            .values(
+            tables.sop_reviews.insert().values(
                 key="example.corridor",
                 version=3,
                 sha256="0" * 64,

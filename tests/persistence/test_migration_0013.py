@@ -10,11 +10,11 @@ from alembic import command
 from sqlalchemy import Engine, inspect, select
 
 from api.users import create_user, list_users, lookup_token, set_contact
+from sop_engine.persistence import tables
 from sop_engine.persistence.migrate import alembic_config, current_revision, upgrade
-from sop_engine.persistence.models import User, table
 
 CREATED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-_U = table(User)
+_U = tables.users
 
 
 def columns(engine: Engine) -> set[str]:

@@ -1,5 +1,6 @@
-"""Migrations build exactly the tables the models describe, on SQLite and on PostgreSQL, and
-upgrading is safe to repeat, to run from several processes at once, and to extend."""
+"""Migrations build exactly the tables :mod:`sop_engine.persistence.tables` describes, on
+SQLite and on PostgreSQL, and upgrading is safe to repeat, to run from several processes at
+once, and to extend."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select
-from sqlalchemy.orm import Session
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import (
     MIGRATIONS,
@@ -26,7 +28,6 @@ from sop_engine.persistence.migrate import (
     head_revision,
     upgrade,
 )
-from sop_engine.persistence.models import Base, CaseKey, Referral
 
 UPGRADE_IN_A_PROCESS = """
 import sys
@@ -90,16 +91,16 @@ def empty_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-def test_the_migrated_schema_is_the_models_schema(engine: Engine) -> None:
+def test_the_migrated_schema_is_the_tables_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, tables.metadata)
     assert differences == []
 
 
-def test_every_table_of_the_models_is_created(engine: Engine) -> None:
-    tables = set(inspect(engine).get_table_names())
-    assert tables == {*Base.metadata.tables, "alembic_version"}
+def test_every_table_is_created(engine: Engine) -> None:
+    created = set(inspect(engine).get_table_names())
+    assert created == {*tables.metadata.tables, "alembic_version"}
 
 
 def test_upgrade_reaches_head_and_repeating_it_changes_nothing(empty_url: str) -> None:
@@ -162,16 +163,15 @@ def test_threads_of_one_process_upgrade_one_at_a_time(empty_url: str) -> None:
 
 
 def test_a_revision_rebuilding_referrals_on_sqlite_keeps_every_case_key(
-    tmp_path: Path, sqlite_engine: Engine, new_referral: Callable[..., Referral]
+    tmp_path: Path, sqlite_engine: Engine, new_referral: Callable[..., dict[str, Any]]
 ) -> None:
     """Regression guard: a batch operation on SQLite copies ``referrals`` and drops the
     original. With foreign keys on, that drop cascades into ``case_keys`` and would
     crypto-shred every case; migrations run with foreign keys off, checked before commit."""
-    with Session(sqlite_engine) as session, session.begin():
-        session.add(new_referral(id="r-1"))
-        session.flush()
-        session.add(
-            CaseKey(
+    with sqlite_engine.begin() as connection:
+        connection.execute(tables.referrals.insert(), new_referral(id="r-1"))
+        connection.execute(
+            tables.case_keys.insert().values(
                 referral_id="r-1",
                 master_key_id="k1",
                 wrapped_key=b"\1" * 40,
@@ -182,7 +182,7 @@ def test_a_revision_rebuilding_referrals_on_sqlite_keeps_every_case_key(
     upgrade_with_extra_revision(sqlite_engine, tmp_path, REBUILD_REFERRALS)
 
     with sqlite_engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(CaseKey)).scalar() == 1
+        assert connection.execute(select(func.count()).select_from(tables.case_keys)).scalar() == 1
         assert "test_only" in {c["name"] for c in inspect(connection).get_columns("referrals")}
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 

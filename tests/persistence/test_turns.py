@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction, writer_turns
-from sop_engine.persistence.models import Referral
 from sop_engine.persistence.turns import WriterTurns
 
 WAIT = 30.0
@@ -51,7 +51,7 @@ def test_writers_wait_for_the_turn_before_them(sqlite_engine: Engine) -> None:
         waiting.set()
         with sqlite_engine.begin() as conn:
             order.append("second")
-            conn.execute(select(func.count()).select_from(Referral)).scalar()
+            conn.execute(select(func.count()).select_from(tables.referrals)).scalar()
 
     with sqlite_engine.begin() as conn:
         conn.execute(text("SELECT 1"))
@@ -62,7 +62,7 @@ def test_writers_wait_for_the_turn_before_them(sqlite_engine: Engine) -> None:
         other.join(0.3)
         assert other.is_alive()  # queued behind this writer
         with read_transaction(sqlite_engine) as reader:  # readers never queue
-            reader.execute(select(func.count()).select_from(Referral)).scalar()
+            reader.execute(select(func.count()).select_from(tables.referrals)).scalar()
         order.append("first")
     other.join(WAIT)
     assert order == ["first", "second"]
@@ -74,13 +74,13 @@ def test_writers_wait_for_the_turn_before_them(sqlite_engine: Engine) -> None:
     ["commit", "exception", "rollback", "close", "invalidate", "failed statement"],
 )
 def test_every_way_a_writer_ends_gives_its_turn_back(
-    sqlite_engine: Engine, end: str, new_referral: Callable[..., Referral]
+    sqlite_engine: Engine, end: str, new_referral: Callable[..., dict[str, Any]]
 ) -> None:
     turns = writer_turns(sqlite_engine)
     assert turns is not None
     if end == "commit":
-        with Session(sqlite_engine) as session, session.begin():
-            session.add(new_referral())
+        with sqlite_engine.begin() as conn:
+            conn.execute(tables.referrals.insert(), new_referral())
     elif end == "exception":
 
         def fail_inside() -> None:

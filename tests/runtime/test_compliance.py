@@ -28,7 +28,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.errors import InvalidInput
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.language.published import PublishedLibrary, PublishedSources
-from sop_engine.persistence.models import Task, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.compliance import GROUPINGS, ComplianceRow
 from sop_engine.runtime.engine import Runtime
@@ -193,7 +193,7 @@ def test_a_task_closed_exactly_at_its_deadline_is_met(
     runtime.fire(view.case_code, "record_consent", caseworker)
     found = rows(runtime, "agency")["TH-NGO-1"]
     assert (found.met, found.missed) == (1, 0)
-    tasks = table(Task)
+    tasks = tables.tasks
     with engine.begin() as conn:  # the same task, closed a microsecond late
         conn.execute(
             update(tasks)

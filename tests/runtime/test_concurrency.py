@@ -38,15 +38,8 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import ConcurrentChange
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_sqlite, make_engine
-from sop_engine.persistence.models import (
-    Disclosure,
-    OutboxMessage,
-    Referral,
-    TimelineEntry,
-    Timer,
-    table,
-)
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -61,11 +54,11 @@ BLOCKED = 2.0
 CRASHED = 3
 """The exit code of a child that "crashes" on purpose."""
 
-_T = table(TimelineEntry)
-_TM = table(Timer)
-_O = table(OutboxMessage)
-_R = table(Referral)
-_D = table(Disclosure)
+_T = tables.timeline_entries
+_TM = tables.timers
+_O = tables.outbox
+_R = tables.referrals
+_D = tables.disclosures
 
 
 # -- in the child processes -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from sop_engine.clock import ManualClock
 from sop_engine.errors import ConsentMissing, GuardFailed, InvalidInput
-from sop_engine.persistence.models import OutboxMessage, Task, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.consent import age_band, check_basis
 from sop_engine.runtime.engine import Runtime
@@ -107,7 +107,7 @@ def test_withdrawal_blocks_the_next_disclosure_and_tells_every_holder(
         runtime.fire(code, "send_feedback", caseworker)
     view = runtime.read_referral(code)
     with runtime.db.connect() as conn:
-        o, tk = table(OutboxMessage), table(Task)
+        o, tk = tables.outbox, tables.tasks
         notices = conn.execute(
             select(o).where(o.c.referral_id == view.id, o.c.template == "consent_withdrawn")
         ).all()
@@ -188,7 +188,7 @@ def test_override_needs_reason_justification_and_another_persons_sign_off(
     assert result.override
     assert result.consent_grant_id is None
     with runtime.db.connect() as conn:
-        t = table(TimelineEntry)
+        t = tables.timeline_entries
         entry = conn.execute(
             select(t).where(t.c.seq == result.timeline_seq, t.c.referral_id == view.id)
         ).one()
@@ -281,7 +281,7 @@ def test_grants_and_withdrawals_are_on_the_timeline(
     runtime.withdraw_consent(code, grant.id, caseworker)
     view = runtime.read_referral(code)
     with runtime.db.connect() as conn:
-        t = table(TimelineEntry)
+        t = tables.timeline_entries
         kinds = conn.execute(
             select(t.c.kind, t.c.consent_grant_id)
             .where(t.c.referral_id == view.id)

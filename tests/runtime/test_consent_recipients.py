@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from sop_engine.errors import ConsentMissing, InvalidInput
-from sop_engine.persistence.models import Disclosure, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.recipients import UnknownAgency
@@ -25,7 +25,7 @@ RECEIVER, OTHER_LAO = "LA-SW-1", "LA-SW-2"
 
 def _disclosures(runtime: Runtime) -> int:
     with runtime.db.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table(Disclosure))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(tables.disclosures)).scalar_one())
 
 
 def test_a_grant_names_a_listed_agency_that_fits_the_scope(

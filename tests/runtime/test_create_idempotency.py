@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from sop_engine.errors import IdempotencyKeyReused
-from sop_engine.persistence.models import Referral, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -29,7 +29,7 @@ def create(runtime: Runtime, actor: Actor, key: str | None, **changes: Any) -> s
 
 def referrals(runtime: Runtime) -> int:
     with runtime.db.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table(Referral))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(tables.referrals)).scalar_one())
 
 
 def test_concurrent_retries_make_one_referral(runtime: Runtime, caseworker: Actor) -> None:

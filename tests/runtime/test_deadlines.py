@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy import Row, select
 
 from sop_engine.clock import ManualClock
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.deadlines import EscalationOutcome, TimerClaim, renew_claims, sweep_batch
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.referrals import ReferralView
 from tests.handoffs import answer_payload
 
-TM, OUT, T = table(Timer), table(OutboxMessage), table(TimelineEntry)
+TM, OUT, T = tables.timers, tables.outbox, tables.timeline_entries
 
 
 def _timers(runtime: Runtime, referral_id: str) -> list[Row[Any]]:

@@ -15,14 +15,14 @@ from sqlalchemy import select
 from notifications.catalogue import template_names
 from sop_engine.errors import InvalidInput
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.handoffs import answer_payload
 from tests.runtime.conftest import ASSESSMENT, CORRIDOR
 from tests.shipped import ROOT
 
-OUT, T = table(OutboxMessage), table(TimelineEntry)
+OUT, T = tables.outbox, tables.timeline_entries
 RECEIVER, SENDER = "LA-SW-1", "TH-NGO-1"
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from sop_engine.errors import (
     ConcurrentChange,
@@ -18,7 +18,7 @@ from sop_engine.errors import (
     RoleNotAllowed,
     TransitionNotAllowed,
 )
-from sop_engine.persistence.models import OutboxMessage, Task, TimelineEntry, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 
@@ -29,8 +29,7 @@ ASSESSMENT = {
 }
 
 
-def count(runtime: Runtime, model: Any, **where: Any) -> int:
-    t = table(model)
+def count(runtime: Runtime, t: Table, **where: Any) -> int:
     query = select(func.count()).select_from(t)
     for column, value in where.items():
         query = query.where(t.c[column] == value)
@@ -59,10 +58,10 @@ def test_a_new_referral_starts_in_the_initial_state_with_its_tasks_and_timers(
     assert view.state == "intake"
     assert view.version == 1
     assert view.available_events == ("record_consent",)
-    assert count(runtime, Task, referral_id=view.id, state="intake", status="open") == 1
+    assert count(runtime, tables.tasks, referral_id=view.id, state="intake", status="open") == 1
     # The corridor overrides the baseline's 3 h assignment deadline to 1 h; three levels.
     with runtime.db.connect() as conn:
-        t = table(Timer)
+        t = tables.timers
         dues = conn.scalars(
             select(t.c.due_at).where(t.c.referral_id == view.id).order_by(t.c.level)
         )
@@ -95,9 +94,9 @@ def test_fire_moves_the_state_and_bumps_the_version(runtime: Runtime, caseworker
     assert view.state == "assessment"
     assert view.version == 3
     # Leaving intake closed its task and dropped its timers; assessment's were started.
-    assert count(runtime, Task, referral_id=view.id, state="intake", status="done") == 1
-    assert count(runtime, Timer, referral_id=view.id, state="intake") == 0
-    assert count(runtime, Timer, referral_id=view.id, state="assessment") == 2
+    assert count(runtime, tables.tasks, referral_id=view.id, state="intake", status="done") == 1
+    assert count(runtime, tables.timers, referral_id=view.id, state="intake") == 0
+    assert count(runtime, tables.timers, referral_id=view.id, state="assessment") == 2
 
 
 def test_an_event_not_possible_now_is_refused_and_lists_what_is(
@@ -240,12 +239,12 @@ def test_idempotency_key_returns_the_first_result_and_changes_nothing(
     runtime.grant_consent(code, scope="case_management", actor=caseworker, given_by="survivor")
     payload = {"facts": {"safe_contact_method": "text_message"}}
     first = runtime.fire(code, "record_consent", caseworker, payload, idempotency_key="k-1")
-    entries = count(runtime, TimelineEntry)
+    entries = count(runtime, tables.timeline_entries)
     again = runtime.fire(code, "record_consent", caseworker, payload, idempotency_key="k-1")
     assert again.replayed
     assert not first.replayed
     assert again.to_json() == first.to_json()
-    assert count(runtime, TimelineEntry) == entries
+    assert count(runtime, tables.timeline_entries) == entries
     assert runtime.read_referral(code).version == first.version
     with pytest.raises(IdempotencyKeyReused):
         runtime.fire(
@@ -273,7 +272,7 @@ def test_entering_a_handoff_assigns_its_task_to_the_receiving_agency_and_notifie
     assert view.agencies["receiving_focal_point"] == "LA-SW-1"
     assert view.available_events == ("return_referral.acknowledge", "return_referral.decline")
     with runtime.db.connect() as conn:
-        tk = table(Task)
+        tk = tables.tasks
         task = conn.execute(
             select(tk).where(tk.c.referral_id == view.id, tk.c.status == "open")
         ).one()
@@ -282,7 +281,7 @@ def test_entering_a_handoff_assigns_its_task_to_the_receiving_agency_and_notifie
             "LA-SW-1",
             "agency_focal_point",
         )
-        o = table(OutboxMessage)
+        o = tables.outbox
         messages = conn.execute(select(o).where(o.c.referral_id == view.id)).all()
     received = [m for m in messages if m.template == "referral_received"]
     assert [(m.recipient_role, m.recipient_agency_id) for m in received] == [
@@ -324,7 +323,10 @@ def test_a_decline_cancels_the_receiving_agency_task(
     runtime.fire(code, "return_referral.decline", focal_point, {"reason": "no_capacity"})
     referral_id = runtime.read_referral(code).id
     assert (
-        count(runtime, Task, referral_id=referral_id, name="acknowledge", status="cancelled") == 1
+        count(
+            runtime, tables.tasks, referral_id=referral_id, name="acknowledge", status="cancelled"
+        )
+        == 1
     )
 
 

@@ -9,14 +9,14 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from sop_engine.clock import ManualClock
-from sop_engine.persistence.models import OutboxMessage, table
+from sop_engine.persistence import tables
 from sop_engine.runtime import periodic
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.gauges import read_gauges
 from sop_engine.runtime.outbox import MAX_ATTEMPTS
 from sop_engine.runtime.referrals import ReferralView
 
-OUT = table(OutboxMessage)
+OUT = tables.outbox
 
 
 def test_overdue_timers_and_the_oldest_age_until_the_sweep_escalates_them(

@@ -23,12 +23,12 @@ from sop_engine.errors import (
     RoleNotAllowed,
     TransitionNotAllowed,
 )
-from sop_engine.persistence.models import Task, TimelineEntry, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.runtime.conftest import NewReferral
 
-T, TM, TK = table(TimelineEntry), table(Timer), table(Task)
+T, TM, TK = tables.timeline_entries, tables.timers, tables.tasks
 PEP, EC = timedelta(hours=72), timedelta(hours=120)
 
 

@@ -31,8 +31,8 @@ from bench.common import ACTOR, EVENT, SOP_KEY, case_code, seed_referrals
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.models import Referral, Task, TimelineEntry, table
 from sop_engine.runtime.audit import FULL_VERIFY_LIMIT
 from sop_engine.runtime.change import Change
 from sop_engine.runtime.compliance import GROUPINGS
@@ -48,9 +48,9 @@ LONG = FULL_VERIFY_LIMIT + 150
 """Entries of the long timeline at the start: long enough to be verified page by page."""
 TASKS = 300
 
-_T = table(TimelineEntry)
-_TK = table(Task)
-_R = table(Referral)
+_T = tables.timeline_entries
+_TK = tables.tasks
+_R = tables.referrals
 
 
 @functools.cache

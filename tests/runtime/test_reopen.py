@@ -13,12 +13,12 @@ from sqlalchemy import select
 from api.app import create_app
 from api.users import create_user
 from sop_engine.errors import ConcurrentChange, InvalidInput, RoleNotAllowed, TransitionNotAllowed
-from sop_engine.persistence.models import Task, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.runtime.conftest import NewReferral
 
-T, TK = table(TimelineEntry), table(Task)
+T, TK = tables.timeline_entries, tables.tasks
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from sop_engine.crypto import MasterKey, MasterKeyring, derive_key
 from sop_engine.errors import IdempotencyKeyReused
-from sop_engine.persistence.models import IdempotencyRecord, table
+from sop_engine.persistence import tables
 from sop_engine.runtime import fingerprints
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
@@ -25,7 +25,7 @@ from sop_engine.timeline.chain import canonical_json
 
 from .conftest import NewReferral
 
-_I = table(IdempotencyRecord)
+_I = tables.idempotency_keys
 
 SURVIVOR = "Synthetic Survivor Dara 4410"
 

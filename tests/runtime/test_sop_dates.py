@@ -19,14 +19,14 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKeyring
 from sop_engine.errors import InvalidInput
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.sop_dates import date_status
 from tests.agencies import agency_directory
 from tests.shipped import ROOT
 
-T = table(TimelineEntry)
+T = tables.timeline_entries
 CASEWORKER = Actor("u-cw", "caseworker", "TH-NGO-1", ("ngo",))
 
 SECOND = """\

@@ -12,7 +12,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring, open_sealed, unwrap_case_key
 from sop_engine.errors import TamperedData, TransitionNotAllowed
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import CaseKey, Referral, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -76,7 +76,7 @@ def test_identifying_facts_are_listed_by_name_only(runtime: Runtime, caseworker:
 
 def test_tampered_ciphertext_is_refused(runtime: Runtime, caseworker: Actor) -> None:
     code = _sensitive_referral(runtime, caseworker)
-    r = table(Referral)
+    r = tables.referrals
     with runtime.db.begin() as conn:
         sealed = conn.execute(select(r.c.sealed).where(r.c.case_code == code)).scalar_one()
         flipped = bytes([sealed[0]]) + bytes([sealed[1] ^ 1]) + sealed[2:]
@@ -90,7 +90,7 @@ def test_a_blob_moved_to_another_referral_does_not_open(
 ) -> None:
     first = _sensitive_referral(runtime, caseworker)
     second = _sensitive_referral(runtime, caseworker)
-    r = table(Referral)
+    r = tables.referrals
     with runtime.db.begin() as conn:
         blob = conn.execute(select(r.c.sealed).where(r.c.case_code == first)).scalar_one()
         conn.execute(r.update().where(r.c.case_code == second).values(sealed=blob))
@@ -102,7 +102,7 @@ def _keys_the_engine_holds(runtime: Runtime) -> list[bytes]:
     """Every key the engine can still obtain: each case key row unwrapped with its keyring,
     and the master keys themselves."""
     ring = runtime.services.keyring
-    k = table(CaseKey)
+    k = tables.case_keys
     with runtime.db.connect() as conn:
         rows = conn.execute(select(k.c.master_key_id, k.c.wrapped_key)).all()
     case_keys = [unwrap_case_key(ring, row.master_key_id, row.wrapped_key) for row in rows]
@@ -125,7 +125,7 @@ def test_erasing_the_case_key_makes_the_case_unreadable(
     _sensitive_referral(runtime, caseworker)  # a bystander, whose key stays
     view = runtime.read_referral(code)
     aad = view.id.encode()
-    r, k = table(Referral), table(CaseKey)
+    r, k = tables.referrals, tables.case_keys
     with runtime.db.connect() as conn:
         sealed_before = conn.execute(select(r.c.sealed).where(r.c.case_code == code)).scalar_one()
         key_row = conn.execute(select(k).where(k.c.referral_id == view.id)).one()

@@ -10,13 +10,13 @@ from click.testing import CliRunner
 from sqlalchemy import Row, select
 
 from cli.main import cli
-from sop_engine.persistence.models import Referral, TimelineEntry, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.timeline.chain import HASH_MISMATCH, PREV_HASH_MISMATCH
 from sop_engine.timeline.verify import HEAD_MISMATCH
 
-T = table(TimelineEntry)
+T = tables.timeline_entries
 
 
 def _entries(runtime: Runtime, code: str) -> list[Row[Any]]:
@@ -131,7 +131,7 @@ def test_verify_command_names_the_broken_entry(
 def test_the_referral_row_keeps_the_chains_head(
     runtime: Runtime, referral_in_action_plan: str
 ) -> None:
-    r = table(Referral)
+    r = tables.referrals
     with runtime.db.connect() as conn:
         head = conn.execute(
             select(r.c.timeline_seq, r.c.head_hash).where(r.c.case_code == referral_in_action_plan)

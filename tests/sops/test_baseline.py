@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import OutboxMessage, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -118,7 +118,7 @@ def test_main_escalation_reaches_both_the_clinic_and_the_case_agency(
     referral_id = runtime.read_referral(code).id
     clock.advance(timedelta(hours=5, minutes=1))  # acknowledgement 1 h; ladder +0, +1 h, +4 h
     runtime.sweep()
-    out = table(OutboxMessage)
+    out = tables.outbox
     with runtime.db.connect() as conn:
         rows = conn.execute(
             select(out.c.template, out.c.recipient_role, out.c.recipient_agency_id).where(

@@ -22,7 +22,7 @@ from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import ConsentMissing, GuardFailed, RoleNotAllowed
 from sop_engine.language.compiler import SopLibrary
-from sop_engine.persistence.models import Disclosure, OutboxMessage, Task, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.ledger import GrantRecord
@@ -33,8 +33,8 @@ MEKONG = Path(__file__).resolve().parents[2] / "sop_definitions" / "mekong"
 START = datetime(2027, 3, 1, 1, 30, tzinfo=UTC)
 """08:30 in Bangkok and Phnom Penh on a Monday, after the SOPs take effect."""
 
-DISCLOSURE, OUTBOX = table(Disclosure), table(OutboxMessage)
-TASK, TIMER = table(Task), table(Timer)
+DISCLOSURE, OUTBOX = tables.disclosures, tables.outbox
+TASK, TIMER = tables.tasks, tables.timers
 TRACING_DATASET = [
     "case_code",
     "service_needed",

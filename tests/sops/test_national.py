@@ -24,7 +24,7 @@ from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import GuardFailed, InvalidInput, TransitionNotAllowed
 from sop_engine.language.compiler import SopLibrary
 from sop_engine.language.spec import DeadlineSpec, SopSpec
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, Timer, table
+from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -38,7 +38,7 @@ BASELINE = "mekong.baseline"
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 """08:30 in Bangkok, Phnom Penh, Vientiane and Hanoi, 08:00 in Yangon, on a Monday."""
 
-OUT, TM, T = table(OutboxMessage), table(Timer), table(TimelineEntry)
+OUT, TM, T = tables.outbox, tables.timers, tables.timeline_entries
 H = timedelta(hours=1)
 
 _survivor_numbers = itertools.count(1)

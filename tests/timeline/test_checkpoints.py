@@ -21,8 +21,8 @@ from sqlalchemy import Engine, delete, select, update
 from bench.common import ACTOR, EVENT, SOP_KEY, case_code, load_library, seed_referrals
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
-from sop_engine.persistence.models import Referral, TimelineCheckpoint, TimelineEntry, table
 from sop_engine.runtime import audit
 from sop_engine.runtime.change import Change
 from sop_engine.runtime.engine import Runtime
@@ -44,9 +44,9 @@ START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 LENGTH = 250
 """Entries: 1 created + 249 volleys; checkpoints at 100 and 200."""
 
-_T = table(TimelineEntry)
-_C = table(TimelineCheckpoint)
-_R = table(Referral)
+_T = tables.timeline_entries
+_C = tables.timeline_checkpoints
+_R = tables.referrals
 
 
 @dataclass

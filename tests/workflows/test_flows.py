@@ -15,14 +15,7 @@ from sqlalchemy import Table, func, select
 from notifications.channels import InboxChannel
 from sop_engine.clock import ManualClock
 from sop_engine.directory import ServiceDirectory
-from sop_engine.persistence.models import (
-    InboxMessage,
-    OutboxMessage,
-    Referral,
-    TimelineEntry,
-    TimelineVerification,
-    table,
-)
+from sop_engine.persistence import tables
 from sop_engine.runtime import periodic
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
@@ -35,8 +28,8 @@ from workflows import (
     use_runtime,
 )
 
-T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
-R, V = table(Referral), table(TimelineVerification)
+T, OUT, INBOX = tables.timeline_entries, tables.outbox, tables.inbox_messages
+R, V = tables.referrals, tables.timeline_verifications
 
 NewReferral = Callable[[], str]
 

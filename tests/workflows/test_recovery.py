@@ -24,13 +24,13 @@ from sqlalchemy import Engine, func, select
 
 from sop_engine.clock import SystemClock
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import default_database_url, make_engine
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, table
 from sop_engine.runtime import periodic
 from tests.workflows.test_worker import _environment, _referral_already_due, _worker
 from workflows.server import LocalPrefectServer
 
-T, OUT = table(TimelineEntry), table(OutboxMessage)
+T, OUT = tables.timeline_entries, tables.outbox
 INTERVAL, LEASE = 15, 5
 BOUND = 2 * INTERVAL + LEASE
 """Seconds from a failure (or from a deadline falling due) to its escalation."""

@@ -31,8 +31,8 @@ from sqlalchemy import Engine, func, select
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.models import OutboxMessage, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
@@ -50,7 +50,7 @@ from tests.workflows.test_worker import (
 )
 from workflows.server import LocalPrefectServer
 
-T, OUT = table(TimelineEntry), table(OutboxMessage)
+T, OUT = tables.timeline_entries, tables.outbox
 INTERVAL, LEASE = 15, 5
 BOUND = 2 * INTERVAL + LEASE
 """Seconds from a failure (or from deadlines falling due) to their escalation."""

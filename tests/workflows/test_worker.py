@@ -32,9 +32,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from sop_engine.clock import ManualClock
 from sop_engine.language.compiler import SopLibrary
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import default_database_url, make_engine
 from sop_engine.persistence.migrate import upgrade
-from sop_engine.persistence.models import InboxMessage, OutboxMessage, TimelineEntry, table
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings
@@ -42,7 +42,7 @@ from tests.agencies import agency_directory
 
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
 DIRECTORY = Path(__file__).resolve().parents[2] / "sop_definitions" / "directory"
-T, OUT, INBOX = table(TimelineEntry), table(OutboxMessage), table(InboxMessage)
+T, OUT, INBOX = tables.timeline_entries, tables.outbox, tables.inbox_messages
 SURVIVOR = "Synthetic Survivor 042"
 
 

@@ -2,7 +2,7 @@
 
 They run programmatically through :mod:`sop_engine.persistence.migrate` (``sop-engine db
 upgrade``); there is no ``alembic.ini``. To write the next revision, point an engine at a
-database migrated to head and let Alembic compare it with the models::
+database migrated to head and let Alembic compare it with :mod:`sop_engine.persistence.tables`::
 
     from alembic import command
     from sop_engine.persistence.db import make_engine

@@ -24,11 +24,12 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import JSON, Connection
 from sqlalchemy.dialects.postgresql import JSONB
 
+from sop_engine.persistence import tables
 from sop_engine.persistence.db import make_engine
-from sop_engine.persistence.models import Base, UtcDateTime
+from sop_engine.persistence.tables import UtcDateTime
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = tables.metadata
 
 MIGRATION_LOCK = 0x50E0_0001
 """PostgreSQL advisory lock key held while migrating."""
@@ -36,7 +37,7 @@ MIGRATION_LOCK = 0x50E0_0001
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Write our column types as the types the database holds, so that a revision never
-    imports the models it will outlive, and JSON as JSONB on PostgreSQL without the
+    imports the tables module it will outlive, and JSON as JSONB on PostgreSQL without the
     unimportable ``astext_type=Text()`` Alembic writes by default."""
     if type_ != "type":
         return False

@@ -1,4 +1,4 @@
-"""The initial schema: every table of the models as they stood at the first release.
+"""The initial schema: every table as it stood at the first release.
 
 Revision ID: 0001
 Revises:
