@@ -135,7 +135,7 @@ def test_sigterm_with_flow_runs_in_flight_stops_the_whole_tree(tmp_path: Path) -
         tree.process.send_signal(signal.SIGTERM)
         assert tree.exit_code_within(STOP_BOUND) == 0, _tail(tree.log)
         tree.assert_gone_within(1)
-        assert tree.logged(b"worker stopped (exit code 0)")
+        assert tree.logged(b"worker stopped (exit code 0)"), _tail(tree.log)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import asyncio
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 PROCESS_LIMIT = 4
 """Flow runs a worker runs at once: one of each flow, and one more ending at once."""
+
+CANCEL_POLL_SECONDS = 0.25
+"""While the runner stops: how often runs that began starting after the stop are cancelled."""
 
 _Handler = Callable[[int, Any], Any] | int | None
 
@@ -102,6 +106,7 @@ async def _serve(
                 await asyncio.sleep(0.05)
             if runner.started:
                 await runner.astop()
+                await _cancel_late_starters(runner, serving)
         await serving
     finally:
         watch.stopping()
@@ -109,6 +114,25 @@ async def _serve(
             loop.remove_signal_handler(sig)
             if handler is not None:
                 signal.signal(sig, handler)
+
+
+async def _cancel_late_starters(runner: Runner, serving: asyncio.Task[None]) -> None:
+    """Cancel, until the runner has stopped, the runs whose process was starting when it was
+    told to stop: :meth:`Runner.astop` cancels only the runs it knows to be in flight at
+    that moment, and one submitted a moment before would run to its end (seconds, far more
+    on a busy machine) and hold the worker's stop up past its grace."""
+    while not serving.done():
+        await asyncio.wait({serving}, timeout=CANCEL_POLL_SECONDS)
+        if serving.done():
+            return
+        # Once the last run ends the runner closes its client: a cancellation still under
+        # way then (reporting the run's state) is given up, the runner has reported it.
+        cancelling = asyncio.create_task(runner.cancel_all())
+        await asyncio.wait({serving, cancelling}, return_when=asyncio.FIRST_COMPLETED)
+        if not cancelling.done():
+            cancelling.cancel()
+            with suppress(asyncio.CancelledError):
+                await cancelling
 
 
 class _Runner(Runner):
