@@ -128,7 +128,7 @@ class EventsAvailable(BaseModel):
         known = {k for k, v in view.facts.items() if v is not None} | set(view.sealed_fields)
         options: dict[str, list[TransitionSpec]] = {}
         if view.available_events:  # none once the referral is closed or erased
-            for t in spec.transitions_from(view.state):
+            for t in spec.transitions_from(view.state, view.handoffs):
                 wanted = sets is None or sets in t.sets
                 if wanted and may_fire(spec, t, actor, view.owner_agency_id, view.agencies):
                     options.setdefault(t.event, []).append(t)
@@ -158,7 +158,8 @@ def _event(
 def _transition(
     spec: SopSpec, view: ReferralView, t: TransitionSpec, known: Collection[str]
 ) -> TransitionOption:
-    target = spec.states[t.target]
+    target = spec.states.get(t.target)
+    requires = target.requires if target is not None else ()
     scope = spec.consent_scopes.get(t.consent) if t.consent else None
     d = t.discloses
     return TransitionOption(
@@ -166,8 +167,8 @@ def _transition(
         description=t.description,
         guard=t.guard,
         sets=[FactPublic.of(spec, spec.facts[f]) for f in t.sets],
-        requires=[FactPublic.of(spec, spec.facts[f]) for f in target.requires],
-        missing=[f for f in target.requires if f not in known],
+        requires=[FactPublic.of(spec, spec.facts[f]) for f in requires],
+        missing=[f for f in requires if f not in known],
         consent=ConsentNeeded(scope=scope.name, purpose=scope.purpose, recipient=scope.recipient)
         if scope is not None
         else None,

@@ -144,6 +144,9 @@ class ReferralPublic(BaseModel):
     destination_country: str
     owner_agency_id: str
     agencies: dict[str, Any]
+    handoffs: dict[str, str]
+    """Parallel handoffs open now, each to its stage (``justice_referral.sent``): all of
+    them for the managing agency, for another only those it receives or sends."""
     facts: dict[str, Any]
     sealed_fields: list[str]
     incident_at: datetime | None
@@ -168,6 +171,7 @@ class ReferralPublic(BaseModel):
             destination_country=view.destination_country,
             owner_agency_id=view.owner_agency_id,
             agencies=dict(view.agencies),
+            handoffs=dict(view.handoffs),
             facts=dict(view.facts),
             sealed_fields=list(view.sealed_fields),
             incident_at=view.incident_at,
@@ -205,6 +209,9 @@ class FireResultPublic(BaseModel):
     consent_grant_id: str | None
     override: bool
     warnings: list[str]
+    handoffs: dict[str, str]
+    """Parallel handoffs open after the event, each to its stage: those the caller's agency
+    receives or sends, or all of them for the managing agency."""
     replayed: bool
     """True when an earlier request with the same Idempotency-Key is answered again."""
 
@@ -222,5 +229,6 @@ class FireResultPublic(BaseModel):
             consent_grant_id=r.consent_grant_id,
             override=r.override,
             warnings=list(r.warnings),
+            handoffs=dict(r.handoffs),
             replayed=r.replayed,
         )

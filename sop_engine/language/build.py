@@ -28,6 +28,7 @@ from sop_engine.language.spec import (
     FEEDBACK_TEMPLATES,
     HANDOFF_STAGES,
     MANAGING_AGENCY,
+    OUTCOME_KEYS,
     REVOKED_TEMPLATE,
     AgencySlot,
     ConsentScope,
@@ -98,6 +99,7 @@ KEYS: Mapping[str, frozenset[str]] = {
             "to",
             "role",
             "sender",
+            "parallel",
             "sender_roles",
             "consent",
             "override",
@@ -262,6 +264,7 @@ def _state(r: _Reader, name: str) -> StateSpec:
 
 
 def _handoff(r: _Reader, name: str) -> HandoffSpec:
+    parallel = bool(r("parallel", False))
     return HandoffSpec(
         name=name,
         to=r("to"),
@@ -270,9 +273,11 @@ def _handoff(r: _Reader, name: str) -> HandoffSpec:
         dataset=r.names("dataset"),
         acknowledge_within=_duration(r("acknowledge_within")) or timedelta(0),
         escalation=_escalation(r, "escalation"),
-        delivered=r("delivered"),
-        declined=r("declined"),
-        revoked=r("revoked"),
+        # A parallel handoff ends in a state of its own; the case does not move.
+        delivered=f"{name}.delivered" if parallel else r("delivered", ""),
+        declined=f"{name}.declined" if parallel else r("declined", ""),
+        revoked=f"{name}.revoked" if parallel else r("revoked", ""),
+        written_outcomes=tuple(k for k in OUTCOME_KEYS if r(k) is not None),
         consent=r("consent"),
         override=_override(r),
         service=r("service", ""),
@@ -286,6 +291,7 @@ def _handoff(r: _Reader, name: str) -> HandoffSpec:
         ),
         notify=_notifications(r, "notify"),
         sender=r("sender", MANAGING_AGENCY),
+        parallel=parallel,
         where=r.where(),
     )
 
@@ -342,6 +348,7 @@ def _handoff_transitions(h: HandoffSpec) -> list[TransitionSpec]:
             notify=(told,),
             handoff=n,
             agencies=(h.sender,) if action == "revoke" else (h.to,),
+            region=n if h.parallel else None,
             where=h.where,
         )
 
@@ -369,6 +376,8 @@ def _enter(t: TransitionSpec, handoffs: Mapping[str, HandoffSpec]) -> Transition
         t,
         sources=sources,
         target=f"{h.name}.sent",
+        region=h.name if h.parallel else None,
+        opens=h.parallel,
         discloses=t.discloses or Disclosure(h.to, h.dataset, h.where),
         consent=t.consent if own_basis else h.consent,
         override=t.override if own_basis else h.override,

@@ -110,14 +110,21 @@ def _initial_and_final(r: Report, spec: SopSpec) -> None:
                 )
 
 
+def case_states(spec: SopSpec) -> list[str]:
+    """The states the case itself can be in: all but the stages of parallel handoffs, which
+    run beside it (their stages are generated, and each ends by its own answers)."""
+    regions = set(spec.regions)
+    return [s.name for s in spec.states.values() if s.handoff not in regions]
+
+
 def _edges(spec: SopSpec) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """Forward and reverse adjacency of the state graph."""
-    edges: dict[str, set[str]] = {name: set() for name in spec.states}
-    reverse: dict[str, set[str]] = {name: set() for name in spec.states}
+    """Forward and reverse adjacency of the case's state graph (parallel handoffs aside)."""
+    edges: dict[str, set[str]] = {name: set() for name in case_states(spec)}
+    reverse: dict[str, set[str]] = {name: set() for name in case_states(spec)}
     for t in spec.transitions:
-        if t.target in spec.states:
+        if t.region is None and t.target in edges:
             for src in t.sources:
-                if src in spec.states:
+                if src in edges:
                     edges[src].add(t.target)
                     reverse[t.target].add(src)
     return edges, reverse
@@ -136,9 +143,10 @@ def _paths(r: Report, spec: SopSpec) -> None:
 
     initial = [s for s in spec.states.values() if s.initial]
     finals = set(spec.final_states)
+    states = [spec.states[name] for name in edges]
     if len(initial) == 1:
         reachable = _reach([initial[0].name], edges)
-        for s in spec.states.values():
+        for s in states:
             if s.name not in reachable:
                 once(s.name, s.where, "unreachable: no path leads here from the initial state")
         if finals and not reachable & finals:
@@ -147,12 +155,12 @@ def _paths(r: Report, spec: SopSpec) -> None:
                 "no final state can be reached from the initial state",
                 state=initial[0].name,
             )
-    for s in spec.states.values():
+    for s in states:
         if not s.final and not edges[s.name]:
             once(s.name, s.where, "trap: a state that is not final has no transition out")
     if finals:
         can_finish = _reach(finals, reverse)
-        for s in spec.states.values():
+        for s in states:
             if s.name not in can_finish:
                 once(s.name, s.where, "no path from here reaches a final state")
 
@@ -179,13 +187,106 @@ def _shadowed(r: Report, spec: SopSpec) -> None:
             )
 
 
+def _parallel(r: Report, spec: SopSpec) -> None:
+    """A parallel handoff runs beside the case: the case never is in one of its stages, so
+    no transition of the SOP's own leaves one, and it cannot be where a case starts."""
+    regions = set(spec.regions)
+    for t in spec.transitions:
+        if t.handoff is not None or t.region is not None:
+            continue
+        left = sorted(
+            {spec.states[s].handoff or s for s in t.sources if s in spec.states} & regions
+        )
+        if left:
+            r.add(
+                t.where.of("from"),
+                f"{what(t)}leaves parallel handoff {left[0]!r}, which the case is never in: "
+                "it runs beside the case and ends by its own answers",
+                state=left[0],
+            )
+    for name in regions:
+        first = spec.states[f"{name}.sent"]
+        if first.initial:
+            r.add(first.where, "a parallel handoff cannot be the initial state", state=name)
+
+
 def graph_problems(spec: SopSpec) -> list[Problem]:
     """Structural faults of the state graph."""
     r = Report(spec)
     _initial_and_final(r, spec)
     _paths(r, spec)
     _shadowed(r, spec)
+    _parallel(r, spec)
     return r.problems
+
+
+HEALTH_TYPES = frozenset({"health"})
+"""Agency types that give clinical care: a handoff to a slot of one of them is a health
+referral."""
+
+JUSTICE_TYPES = frozenset({"police", "legal_aid", "justice", "prosecution"})
+"""Agency types of the justice chain: a handoff to a slot of one of them is a justice step."""
+
+
+def _handoffs_to(spec: SopSpec, types: frozenset[str]) -> set[str]:
+    return {
+        h.name
+        for h in spec.handoffs.values()
+        if h.to in spec.agencies and set(spec.agencies[h.to].types) & types
+    }
+
+
+def _health_first(r: Report, spec: SopSpec) -> None:
+    """DOMAIN rule: health care never waits on the police. From every state the case can be
+    in, a health referral can be made by a path that takes no justice step (sending a
+    justice referral, or waiting on its answer or its revoke)."""
+    health = _handoffs_to(spec, HEALTH_TYPES)
+    if not health:
+        return
+    justice = _handoffs_to(spec, JUSTICE_TYPES)
+    states = case_states(spec)
+    in_justice = {s for s in states if spec.states[s].handoff in justice}
+
+    def justice_step(t: TransitionSpec) -> bool:
+        target = spec.states.get(t.target)
+        return t.handoff in justice or (target is not None and target.handoff in justice)
+
+    def refers_for_health(t: TransitionSpec) -> bool:
+        target = spec.states.get(t.target)
+        return target is not None and target.stage == "sent" and target.handoff in health
+
+    def reaching_health(with_justice: bool) -> set[str]:
+        """The case states from which a health referral can be made."""
+        reverse: dict[str, set[str]] = {s: set() for s in states}
+        can_refer: set[str] = set()
+        for t in spec.transitions:
+            if (justice_step(t) and not with_justice) or (t.region is not None and not t.opens):
+                continue
+            for src in (s for s in t.sources if s in reverse):
+                if refers_for_health(t):
+                    can_refer.add(src)
+                if t.region is None and t.target in reverse:
+                    reverse[t.target].add(src)
+        return _reach(can_refer, reverse)
+
+    # Only where a health referral can be made at all: past a border, for instance, the
+    # other country's agencies refer under its own SOP.
+    waiting = reaching_health(with_justice=True) - reaching_health(with_justice=False)
+    reported: set[str] = set()
+    for s in states:
+        user = user_state(spec, s)
+        if s not in waiting or user in reported:
+            continue
+        reported.add(user)
+        waits = " (it waits on a justice referral)" if s in in_justice else ""
+        r.add(
+            spec.states[s].where,
+            f"health first: from {user!r}{waits} no health referral "
+            f"({', '.join(sorted(health))}) can be made without a justice step; health care "
+            "never waits on the police: make the justice referral 'parallel: true', or let "
+            "the health referral be made from here",
+            state=user,
+        )
 
 
 def _consent_problem(
@@ -265,8 +366,18 @@ def _ladder_problems(r: Report, spec: SopSpec, state: str, d: DeadlineSpec, user
                 f"{ctx}escalation level {lv.level} comes before level {previous.level}",
                 state=user,
             )
+    region = spec.states[state].handoff if state in spec.states else None
+    parallel = region in spec.regions
     for lv in d.escalation:
         if lv.fire is None:
+            continue
+        if parallel:
+            r.add(
+                lv.where.of("fire"),
+                f"{ctx}escalation fires {lv.fire!r} from parallel handoff {user!r}, beside a "
+                "case that may be in any state: a parallel handoff's escalations only notify",
+                state=user,
+            )
             continue
         candidates = spec.transitions_for(state, lv.fire)
         if not candidates and lv.fire in spec.events:
@@ -306,6 +417,7 @@ def rule_problems(spec: SopSpec) -> list[Problem]:
             checked.add((user, id(d.escalation)))
             _ladder_problems(r, spec, s.name, d, user)
 
+    _health_first(r, spec)
     fields = disclosable_fields(spec)
     for t in spec.transitions:
         if t.discloses is None:

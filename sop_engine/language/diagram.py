@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from sop_engine.language.spec import DeadlineSpec, SopSpec, StateSpec, TransitionSpec
+from sop_engine.language.spec import (
+    ENDED_STAGES,
+    DeadlineSpec,
+    SopSpec,
+    StateSpec,
+    TransitionSpec,
+)
 
 __all__ = ["format_duration", "mermaid"]
 
@@ -99,9 +105,12 @@ def mermaid(spec: SopSpec) -> str:
     for name, stages in handoff_states.items():
         h = spec.handoffs[name]
         basis = f"consent {h.consent}" if h.consent else "⚠ override"
-        title = f"{name} — handoff to {h.to} ({basis})"
+        kind = "parallel handoff, beside the case," if h.parallel else "handoff"
+        title = f"{name} — {kind} to {h.to} ({basis})"
         out.append(f'    state "{_text(title)}" as {_id(name)} {{')
         out.extend(f"        {_id(stage.name)}: {stage.stage}" for stage in stages)
+        if h.parallel:  # where it ends; the case stays where it was
+            out.extend(f"        {_id(f'{name}.{end}')}: {end} (ends)" for end in ENDED_STAGES)
         out.append("    }")
     for state in spec.states.values():
         out.extend(_note(state, "    "))

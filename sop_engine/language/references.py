@@ -23,8 +23,10 @@ from sop_engine.language.spec import (
     BUILTIN_ANCHORS,
     CASE_REFERENCE,
     MANAGING_AGENCY,
+    OUTCOME_KEYS,
     DeadlineSpec,
     EscalationLevel,
+    HandoffSpec,
     Notification,
     Override,
     SopSpec,
@@ -135,6 +137,29 @@ class _References:
                 if not generated(spec, s, d):
                     self.deadline(d, name)
 
+    def outcomes(self, h: HandoffSpec, ctx: str) -> None:
+        """Where the case goes once the handoff ended: given for one that occupies the case's
+        state, never for a parallel one (the case stays where it is)."""
+        at, name = h.where.of, h.name
+        for key in OUTCOME_KEYS:
+            given = key in h.written_outcomes
+            if h.parallel and given:
+                self.report.add(
+                    at(key),
+                    f"{ctx}{key!r} cannot be given for a parallel handoff: it ends without "
+                    "moving the case",
+                    state=name,
+                )
+            elif not h.parallel and not given:
+                self.report.add(
+                    h.where,
+                    f"{ctx}'{key}' is required: the state the case moves to once the referral "
+                    f"is {key} (or make the handoff 'parallel: true')",
+                    state=name,
+                )
+            elif given:
+                self.ref(at(key), "target state", getattr(h, key), name, ctx)
+
     def handoffs(self) -> None:
         ctx = "handoff: "
         for h in self.spec.handoffs.values():
@@ -148,8 +173,7 @@ class _References:
             self.override(h.override, name, ctx)
             for field in h.dataset:
                 self.ref(at("dataset"), "dataset field", field, name, ctx)
-            for key in ("delivered", "declined", "revoked"):
-                self.ref(at(key), "target state", getattr(h, key), name, ctx)
+            self.outcomes(h, ctx)
             self.ladder(h.escalation, name, ctx)
             self.notifications(h.notify, name, ctx)
             for task, key, stage in (

@@ -19,11 +19,14 @@ __all__ = [
     "CASE_REFERENCE",
     "DEFAULT_REOPEN_REASONS",
     "DEFAULT_UNSUCCESSFUL_REASONS",
+    "ENDED_STAGES",
     "FEEDBACK_TEMPLATES",
     "HANDOFF_ANSWERS",
     "HANDOFF_STAGES",
+    "IDLE_STAGE",
     "MANAGING_AGENCY",
     "OUTCOMES",
+    "OUTCOME_KEYS",
     "REVOKED_TEMPLATE",
     "AgencySlot",
     "ConsentScope",
@@ -62,6 +65,18 @@ BUILTIN_ANCHORS = ("entered", "incident_at", "disclosed_at", "created_at")
 
 HANDOFF_STAGES = ("sent", "acknowledged", "accepted")
 """The waiting stages of a handoff; declined, delivered and revoked leave it."""
+
+OUTCOME_KEYS = ("delivered", "declined", "revoked")
+"""Where a handoff that occupies the case's state leaves it, by how the handoff ended."""
+
+IDLE_STAGE = "idle"
+"""A parallel handoff never sent: ``<handoff>.idle``. It ends in ``<handoff>.delivered``,
+``.declined`` or ``.revoked``, and may be sent again from any of the four. Only the machine
+knows these as states (and the timeline, as where an answer left the handoff); the spec
+has none, and ``referrals.handoffs`` lists only the open ones."""
+
+ENDED_STAGES = ("delivered", "declined", "revoked")
+"""Where a parallel handoff ends, by how."""
 
 HANDOFF_ANSWERS = ("acknowledge", "accept", "decline", "deliver")
 """A handoff's events that only the receiving agency fires."""
@@ -286,6 +301,12 @@ class TransitionSpec:
     agencies: tuple[str, ...] = (MANAGING_AGENCY,)
     """The agency slots whose agency may fire it (:data:`MANAGING_AGENCY`: the referral's
     owner)."""
+    region: str | None = None
+    """The parallel handoff this transition moves (its answers, and the transitions that
+    open it); None: it moves the case's own state."""
+    opens: bool = False
+    """It opens parallel handoff ``region``: its ``sources`` are case states, the case stays
+    where it is, and the handoff must not be open already."""
     where: Where = _NOWHERE
 
     @property
@@ -331,6 +352,13 @@ class HandoffSpec:
     notify: tuple[Notification, ...] = ()
     sender: str = MANAGING_AGENCY
     """The agency slot that sends the referral and alone may revoke it."""
+    written_outcomes: tuple[str, ...] = ()
+    """Which of ``delivered``, ``declined`` and ``revoked`` the source gives (a handoff
+    occupying the case's state needs all three; a parallel one none)."""
+    parallel: bool = False
+    """It runs alongside the case instead of occupying its state: opening it leaves the case
+    where it is, its stages move on their own, and it ends (``<name>.idle``) when declined,
+    delivered or revoked. Several parallel handoffs are open at once."""
     where: Where = _NOWHERE
 
 
@@ -393,8 +421,29 @@ class SopSpec:
     def events(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t.event for t in self.transitions))
 
-    def transitions_from(self, state: str) -> tuple[TransitionSpec, ...]:
-        return tuple(t for t in self.transitions if state in t.sources)
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The parallel handoffs, each a region of its own beside the case's state."""
+        return tuple(h.name for h in self.handoffs.values() if h.parallel)
 
-    def transitions_for(self, state: str, event: str) -> tuple[TransitionSpec, ...]:
-        return tuple(t for t in self.transitions if t.event == event and state in t.sources)
+    def transitions_from(
+        self, state: str, open_handoffs: Mapping[str, str] | None = None
+    ) -> tuple[TransitionSpec, ...]:
+        """What may happen with the case in ``state`` and the parallel handoffs at the stages
+        ``open_handoffs`` names (handoff name to stage state, open ones only)."""
+        opened = open_handoffs or {}
+        return tuple(t for t in self.transitions if _fits(t, state, opened))
+
+    def transitions_for(
+        self, state: str, event: str, open_handoffs: Mapping[str, str] | None = None
+    ) -> tuple[TransitionSpec, ...]:
+        opened = open_handoffs or {}
+        return tuple(t for t in self.transitions if t.event == event and _fits(t, state, opened))
+
+
+def _fits(t: TransitionSpec, state: str, open_handoffs: Mapping[str, str]) -> bool:
+    if t.region is None:
+        return state in t.sources
+    if t.opens:
+        return state in t.sources and t.region not in open_handoffs
+    return open_handoffs.get(t.region) in t.sources

@@ -99,6 +99,13 @@ def _handoffs(spec: SopSpec) -> list[str]:
             times += f"; deliver within {format_duration(h.deliver_within)}"
         for task, why in h.untimed.items():
             times += f"; {'answer' if task == 'respond' else task}: no deadline ({_cell(why)})"
+        runs = (
+            "; parallel: beside the case, which stays where it is"
+            if h.parallel
+            else f"; then the case moves to {h.delivered} (delivered), {h.declined} (declined), "
+            f"{h.revoked} (revoked)"
+        )
+        times += runs
         lines.append(
             f"| `{h.name}` ({_cell(h.service)}) | {_acting((h.sender,))} | `{h.to}` | {basis} "
             f"| {', '.join(h.dataset)} "

@@ -122,6 +122,8 @@ referrals = Table(
     Column("owner_agency_id", String(100), nullable=False),
     # Agency slot of the SOP -> agency id filling it for this referral.
     Column("agencies", Json, nullable=False, default=dict),
+    # Parallel handoff -> the state of the stage it is at, for those open now (0015).
+    Column("handoffs", Json, nullable=False, default=dict, server_default="{}"),
     # Facts the SOP does not mark identifying.
     Column("facts", Json, nullable=False, default=dict),
     # Identifying facts, sealed with the case key (AES-GCM, the referral id as associated data).

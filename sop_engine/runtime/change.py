@@ -54,6 +54,7 @@ _CLAIM_REFERRAL = (
         version=bindparam("p_version"),
         facts=bindparam("p_facts", type_=_R.c.facts.type),
         agencies=bindparam("p_agencies", type_=_R.c.agencies.type),
+        handoffs=bindparam("p_handoffs", type_=_R.c.handoffs.type),
         fact_writers=bindparam("p_fact_writers", type_=_R.c.fact_writers.type),
         sealed=bindparam("p_sealed", type_=_R.c.sealed.type),
         sealed_fields=bindparam("p_sealed_fields", type_=_R.c.sealed_fields.type),
@@ -171,6 +172,8 @@ class Change:
     state: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
     agencies: dict[str, Any] = field(default_factory=dict)
+    handoffs: dict[str, str] = field(default_factory=dict)
+    """The open parallel handoffs, each to the state of its stage."""
     fact_writers: dict[str, Any] = field(default_factory=dict)
     sealed: bytes | None = None
     sealed_fields: list[str] = field(default_factory=list)
@@ -192,6 +195,7 @@ class Change:
             state=ref.state,
             facts=dict(ref.facts or {}),
             agencies=dict(ref.agencies or {}),
+            handoffs=dict(ref.handoffs or {}),
             fact_writers=dict(ref.fact_writers or {}),
             sealed=ref.sealed,
             sealed_fields=list(ref.sealed_fields or ()),
@@ -271,9 +275,10 @@ class Change:
 
     # -- moving between states -------------------------------------------------------------
 
-    def leave(self, event: str | None, *, cancel: bool = False) -> None:
-        """Close the tasks and drop the unfired timers of the current state."""
-        old = self.spec.states.get(self.state)
+    def leave(self, event: str | None, *, cancel: bool = False, state: str | None = None) -> None:
+        """Close the tasks and drop the unfired timers of the current state, or of ``state``
+        (a parallel handoff's stage)."""
+        old = self.spec.states.get(self.state if state is None else state)
         if old is None:
             return
         if old.tasks or old.handoff:
@@ -293,11 +298,24 @@ class Change:
             self.statements.append((_DROP_TIMERS, {"p_referral": self.ref.id, "p_state": old.name}))
 
     def enter(self, state: str) -> None:
-        """Open the tasks and start the deadline timers of ``state``."""
+        """Move the case to ``state``: open its tasks and start its deadline timers."""
         self.state = state
-        spec = self.spec.states[state]
-        if spec.final:
+        if self.spec.states[state].final:
             self.closed_at = self.now
+        self._open(state)
+
+    def move_handoff(self, region: str, stage: str) -> None:
+        """Move parallel handoff ``region`` to the state ``stage``: open that stage's tasks and
+        start its timers, or end the handoff when ``stage`` is no stage of it (its idle
+        state). Leaving its stage before is the caller's: :meth:`leave` with ``state``."""
+        if stage in self.spec.states:
+            self.handoffs[region] = stage
+            self._open(stage)
+        else:
+            self.handoffs.pop(region, None)
+
+    def _open(self, state: str) -> None:
+        spec = self.spec.states[state]
         deadlines_due: dict[str, datetime] = {}
         for d in spec.deadlines.values():
             due = self._start_timers(state, d)
@@ -422,6 +440,7 @@ class Change:
                 "p_version": version,
                 "p_facts": self.facts,
                 "p_agencies": self.agencies,
+                "p_handoffs": self.handoffs,
                 "p_fact_writers": self.fact_writers,
                 "p_sealed": self.sealed,
                 "p_sealed_fields": self.sealed_fields,

@@ -124,7 +124,8 @@ def choose_transition(
 ) -> TransitionSpec:
     """The first transition of the event, from the current state, that this actor may fire."""
     spec = sop.spec
-    candidates = spec.transitions_for(ref.state, request.event)
+    open_handoffs = ref.handoffs or {}
+    candidates = spec.transitions_for(ref.state, request.event, open_handoffs)
     agencies = dict(ref.agencies or {})
     if request.recipient_agency_id:
         for t in candidates:
@@ -155,7 +156,9 @@ def choose_transition(
             if not passed:
                 continue
         return t
-    available = available_events(spec, ref.state, request.actor, ref.owner_agency_id, agencies)
+    available = available_events(
+        spec, ref.state, request.actor, ref.owner_agency_id, agencies, open_handoffs=open_handoffs
+    )
     if guard_refusals:
         raise GuardFailed("; ".join(guard_refusals), available=available)
     raise RoleNotAllowed("; ".join(role_refusals), available=available)
@@ -173,13 +176,20 @@ def _unknown_incident(t: TransitionSpec, ref: Row[Any]) -> str:
 
 
 def available_events(
-    spec: SopSpec, state: str, actor: Actor, owner: str, agencies: Mapping[str, Any]
+    spec: SopSpec,
+    state: str,
+    actor: Actor,
+    owner: str,
+    agencies: Mapping[str, Any],
+    *,
+    open_handoffs: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
-    """Events the actor may fire from ``state``, by role and agency (guards not evaluated)."""
+    """Events the actor may fire from ``state`` with ``open_handoffs`` (parallel handoff to
+    its stage's state), by role and agency (guards not evaluated)."""
     return tuple(
         dict.fromkeys(
             t.event
-            for t in spec.transitions_from(state)
+            for t in spec.transitions_from(state, open_handoffs)
             if may_fire(spec, t, actor, owner, agencies)
         )
     )

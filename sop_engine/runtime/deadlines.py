@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Row, and_, or_, select, update
 
 from sop_engine.errors import ConcurrentChange, SopEngineError
 from sop_engine.persistence import tables
@@ -217,7 +217,7 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             )
             .values(fired_at=now)
         )
-        if ref.state != timer.state or ref.erased_at is not None:
+        if not _timer_live(ref, timer.state):
             conn.execute(mark_fired)
             return EscalationOutcome(
                 claim.timer_id, "stale", ref.case_code, note="the referral left the state"
@@ -269,3 +269,11 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             # Never escalate twice: if the claim is no longer ours, undo everything.
             raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
         return EscalationOutcome(claim.timer_id, "escalated", ref.case_code, fired_event, note)
+
+
+def _timer_live(ref: Row[Any], timer_state: str) -> bool:
+    """Whether a timer of ``timer_state`` still counts: the case is in that state, or a
+    parallel handoff of it is at that stage, and the case was not erased."""
+    if ref.erased_at is not None:
+        return False
+    return timer_state == ref.state or timer_state in (ref.handoffs or {}).values()

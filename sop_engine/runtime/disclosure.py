@@ -72,11 +72,19 @@ def check_override(t: TransitionSpec, request: EventRequest) -> dict[str, Any]:
 
 
 def handoff_grant_withdrawn(
-    conn: Connection, services: Services, spec: SopSpec, ref: Row[Any], now: datetime
+    conn: Connection,
+    services: Services,
+    spec: SopSpec,
+    ref: Row[Any],
+    now: datetime,
+    *,
+    region: str | None = None,
 ) -> str | None:
     """When the referral waits in a handoff sent under a grant since withdrawn (and no other
-    grant covers it), the handoff's name; only revoke and decline are then allowed."""
-    stage = handoff_stage(spec, ref.state)
+    grant covers it), the handoff's name; only revoke and decline are then allowed. The
+    handoff is the one the case's state is a stage of, or parallel handoff ``region``."""
+    at = (ref.handoffs or {}).get(region) if region is not None else ref.state
+    stage = handoff_stage(spec, at) if at is not None else None
     if stage is None:
         return None
     h = spec.handoffs[stage[0]]

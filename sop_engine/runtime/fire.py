@@ -12,7 +12,7 @@ returns the first result and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -26,11 +26,13 @@ from sop_engine.errors import (
     TransitionNotAllowed,
 )
 from sop_engine.language.compiler import CompiledSop
+from sop_engine.language.machine import idle
 from sop_engine.language.spec import (
     MANAGING_AGENCY,
     OUTCOMES,
     HandoffSpec,
     SopSpec,
+    StateSpec,
     TransitionSpec,
 )
 from sop_engine.persistence import tables
@@ -60,6 +62,7 @@ from sop_engine.runtime.disclosure import (
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.recipients import Recipient, check_slot, recipient
+from sop_engine.runtime.referrals import handoffs_seen_by
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -93,11 +96,15 @@ class FireResult:
     consent_grant_id: str | None = None
     override: bool = False
     warnings: tuple[str, ...] = ()
+    handoffs: Mapping[str, str] = field(default_factory=dict)
+    """The parallel handoffs open after the event, each at its stage's state: those the
+    actor's agency may know of (:func:`~sop_engine.runtime.referrals.handoffs_seen_by`)."""
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("replayed")
+        data["handoffs"] = dict(self.handoffs)
         return data
 
     @classmethod
@@ -105,6 +112,7 @@ class FireResult:
         values = dict(data)
         values["available_events"] = tuple(values["available_events"])
         values["warnings"] = tuple(values.get("warnings", ()))
+        values["handoffs"] = dict(values.get("handoffs", {}))
         return cls(**values, replayed=replayed)
 
 
@@ -133,16 +141,25 @@ def apply_transition(
         seal_facts(conn, services, change, identifying)
     _note_writer(change, request.actor, facts)
 
-    target = spec.states[t.target]
+    target = spec.states.get(t.target)
     known = {k for k, v in change.facts.items() if v is not None} | set(change.sealed_fields)
-    missing = [f for f in target.requires if f not in known]
+    missing = [f for f in (target.requires if target else ()) if f not in known]
     if missing:
         raise MissingFacts(
-            f"state {target.name!r} requires {', '.join(missing)} to be known first",
+            f"state {t.target!r} requires {', '.join(missing)} to be known first",
             missing=missing,
         )
 
-    blocked = handoff_grant_withdrawn(conn, services, spec, ref, now)
+    if t.region is None and t.target in spec.final_states and change.handoffs:
+        still = ", ".join(
+            f"{h} ({stage.rsplit('.', 1)[-1]})" for h, stage in change.handoffs.items()
+        )
+        raise TransitionNotAllowed(
+            f"{t.event!r} would close the case with referrals still open: {still}; "
+            "they must be delivered, declined or revoked first"
+        )
+    moved = t.region if t.region is not None and not t.opens else None
+    blocked = handoff_grant_withdrawn(conn, services, spec, ref, now, region=moved)
     if blocked and not (t.handoff == blocked and t.action in ("revoke", "decline")):
         raise ConsentMissing(
             f"consent for handoff {blocked!r} was withdrawn: it can only be revoked or declined now"
@@ -316,14 +333,21 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
             raise TransitionNotAllowed(f"referral {case_code} was erased")
         sop = services.sop(ref.sop_key, ref.sop_version)
         spec = sop.spec
-        candidates = spec.transitions_for(ref.state, event)
+        open_handoffs = ref.handoffs or {}
+        candidates = spec.transitions_for(ref.state, event, open_handoffs)
         if not candidates:
             available = available_events(
-                spec, ref.state, actor, ref.owner_agency_id, ref.agencies or {}
+                spec,
+                ref.state,
+                actor,
+                ref.owner_agency_id,
+                ref.agencies or {},
+                open_handoffs=open_handoffs,
             )
             known = " (unknown event)" if event not in spec.events else ""
+            where = _configuration(ref.state, open_handoffs)
             raise TransitionNotAllowed(
-                f"{event!r} cannot happen in state {ref.state!r}{known}", available=available
+                f"{event!r} cannot happen in {where}{known}", available=available
             )
         allowed = {f for t in candidates for f in t.sets}
         new_facts = check_facts(spec, request.facts, allowed)
@@ -343,7 +367,12 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
             state=change.state,
             version=version,
             available_events=available_events(
-                spec, change.state, actor, ref.owner_agency_id, change.agencies
+                spec,
+                change.state,
+                actor,
+                ref.owner_agency_id,
+                change.agencies,
+                open_handoffs=change.handoffs,
             ),
             timeline_seq=result.seq,
             timeline_hash=result.hash,
@@ -351,6 +380,9 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
             consent_grant_id=result.entry.get("consent_grant_id"),
             override=bool(result.entry.get("override")),
             warnings=_warnings(change, ref.state),
+            handoffs=handoffs_seen_by(
+                spec, change.handoffs, change.agencies, ref.owner_agency_id, actor.agency_id
+            ),
         )
         if idempotency_key is not None and request_mac is not None:
             conn.execute(
@@ -376,7 +408,7 @@ class _StateHolder:
 
 
 def _warnings(change: Change, from_state: str) -> tuple[str, ...]:
-    if change.state == from_state:
+    if change.state == from_state:  # the case did not move (a parallel handoff may have)
         return ()
     unknown = change.missing_anchors(change.state)
     return tuple(f"deadline {d!r} not started: its timestamp is unknown" for d in unknown)
@@ -407,12 +439,35 @@ def _apply(
         entry["kind"] = kind
     entry["details"].update(extra or {})
 
-    holder = _StateHolder(change.state)
+    # The machine moves the holder: the case's state, or the parallel handoff's stage.
+    before = _moved_state(change, t)
+    holder = _StateHolder(before)
     sop.machine.events[t.event].trigger(holder, allow=lambda tid: tid == t.id, chosen=[])
-    if holder.state != t.target:
-        raise TransitionNotAllowed(f"the machine refused {t.event!r} from {change.state!r}")
-    seq, digest = _move(change, sop.spec, t, request.actor, entry)
+    if holder.state == before and t.target != before:
+        raise TransitionNotAllowed(f"the machine refused {t.event!r} from {before!r}")
+    seq, digest = _move(
+        change, sop.spec, t, request.actor, entry, from_state=before, to_state=holder.state
+    )
     return _Applied(seq, digest, entry)
+
+
+def _ask(target: StateSpec | None, role: str) -> str:
+    tasks = target.tasks.values() if target is not None else ()
+    return next((task.ask for task in tasks if task.role == role), "")
+
+
+def _moved_state(change: Change, t: TransitionSpec) -> str:
+    """What ``t`` moves, as the machine knows it: the case's state, or the stage of the
+    parallel handoff it answers or opens (its idle state while not open)."""
+    if t.region is None:
+        return change.state
+    return change.handoffs.get(t.region, idle(t.region))
+
+
+def _configuration(state: str, open_handoffs: Mapping[str, str]) -> str:
+    if not open_handoffs:
+        return f"state {state!r}"
+    return f"state {state!r} with {', '.join(map(repr, open_handoffs.values()))} open"
 
 
 def fire_as_system(
@@ -450,21 +505,31 @@ def fire_as_system(
 
 
 def _move(
-    change: Change, spec: SopSpec, t: TransitionSpec, actor: Actor, entry: dict[str, Any]
+    change: Change,
+    spec: SopSpec,
+    t: TransitionSpec,
+    actor: Actor,
+    entry: dict[str, Any],
+    *,
+    from_state: str,
+    to_state: str,
 ) -> tuple[int, str]:
-    """Leave, record, enter and notify, in that order."""
-    from_state = change.state
-    moving = t.target != from_state
+    """Leave ``from_state``, record, enter ``to_state`` (where the machine moved the case, or
+    the parallel handoff ``t`` moves) and notify, in that order."""
+    moving = to_state != from_state
     if moving:
         cancel = t.handoff is not None and t.event.split(".")[-1] in ("revoke", "decline")
-        change.leave(t.event, cancel=cancel)
+        if t.region is None:
+            change.leave(t.event, cancel=cancel)
+        elif not t.opens:
+            change.leave(t.event, cancel=cancel, state=from_state)
     seq_hash = change.record(
         EntryDraft(
             kind=entry["kind"],
             actor=actor,
             event=t.event,
             from_state=from_state,
-            to_state=t.target,
+            to_state=to_state,
             consent_grant_id=entry.get("consent_grant_id"),
             disclosed_to=entry.get("disclosed_to"),
             disclosed_fields=tuple(entry.get("disclosed_fields", ())),
@@ -483,11 +548,18 @@ def _move(
             values=values,
             sealed_values=sealed,
         )
-    if moving:
-        change.enter(t.target)
-    target = spec.states[t.target]
-    service = spec.handoffs[target.handoff].service if target.handoff else ""
-    due = change.rows.get("tasks", [{}])[0].get("due_at") if moving and target.tasks else None
+    if moving and t.region is not None:
+        change.move_handoff(t.region, to_state)
+    elif moving:
+        change.enter(to_state)
+    target = spec.states.get(to_state)
+    moved = target.handoff if target is not None and target.handoff else t.region
+    service = spec.handoffs[moved].service if moved else ""
+    due = (
+        change.rows.get("tasks", [{}])[0].get("due_at")
+        if moving and target is not None and target.tasks
+        else None
+    )
     details = entry["details"]
     for n in t.notify:
         if n.agency == MANAGING_AGENCY:
@@ -504,9 +576,9 @@ def _move(
             agency,
             {
                 "event": t.event,
-                "state": t.target,
+                "state": to_state,
                 "service": service,
-                "ask": next((task.ask for task in target.tasks.values() if task.role == n.to), ""),
+                "ask": _ask(target, n.to),
                 "due_at": due.isoformat() if due else None,
                 "reason": details.get("reason"),
                 "outcome": details.get("outcome"),

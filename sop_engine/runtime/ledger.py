@@ -279,6 +279,10 @@ def withdraw_consent(services: Services, case_code: str, grant_id: str, actor: A
         change = Change.open(conn, ref, spec, now)
         state = spec.states.get(ref.state)
         pending = state.handoff if state is not None and state.handoff else None
+        if pending is None:  # or the open parallel handoff sent under this scope
+            pending = next(
+                (h for h in ref.handoffs or {} if spec.handoffs[h].consent == grant.scope), None
+            )
         change.record(
             EntryDraft(
                 kind="consent_withdrawn",

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sop_engine.clock import utc
 from sop_engine.crypto import new_case_key, open_sealed, seal, unwrap_case_key, wrap_case_key
 from sop_engine.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from sop_engine.language.spec import SopSpec
 from sop_engine.persistence import tables
 from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.access import may_fire
@@ -39,6 +40,7 @@ __all__ = [
     "ReferralView",
     "create_referral",
     "erase_referral",
+    "handoffs_seen_by",
     "new_case_code",
     "read_referral",
     "referral_view",
@@ -72,6 +74,8 @@ class ReferralView:
     destination_country: str
     owner_agency_id: str
     agencies: Mapping[str, Any]
+    handoffs: Mapping[str, str]
+    """The parallel handoffs open now, each to the state of its stage."""
     facts: Mapping[str, Any]
     sealed_fields: tuple[str, ...]
     incident_at: datetime | None
@@ -83,6 +87,28 @@ class ReferralView:
     identifying: Mapping[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     """Given with a referral just created (its SOP version is due for review), else none."""
+
+
+def handoffs_seen_by(
+    spec: SopSpec,
+    handoffs: Mapping[str, str],
+    agencies: Mapping[str, Any],
+    owner: str,
+    agency_id: str | None,
+) -> dict[str, str]:
+    """The open parallel handoffs an agency may know of: every one, for the managing agency;
+    for another, only those it receives or sends. That a justice referral is open is itself
+    sensitive, and the clinic answering the health referral is never shown it."""
+    if agency_id is not None and agency_id == owner:
+        return dict(handoffs)
+    return {
+        name: stage
+        for name, stage in handoffs.items()
+        if agency_id is not None
+        and name in spec.handoffs
+        and agency_id
+        in (agencies.get(spec.handoffs[name].to), agencies.get(spec.handoffs[name].sender))
+    }
 
 
 def create_referral(
@@ -320,7 +346,7 @@ def referral_view(
         available = tuple(
             dict.fromkeys(
                 t.event
-                for t in spec.transitions_from(ref.state)
+                for t in spec.transitions_from(ref.state, ref.handoffs or {})
                 if may_fire(spec, t, actor, ref.owner_agency_id, ref.agencies or {})
             )
         )
@@ -335,6 +361,7 @@ def referral_view(
         destination_country=ref.destination_country,
         owner_agency_id=ref.owner_agency_id,
         agencies=dict(ref.agencies or {}),
+        handoffs=dict(ref.handoffs or {}),
         facts=dict(ref.facts or {}),
         sealed_fields=tuple(ref.sealed_fields or ()),
         incident_at=ref.incident_at,

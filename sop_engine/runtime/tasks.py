@@ -186,14 +186,23 @@ def _view(
     state = spec.states.get(row.state) if row.state is not None else None
     handoff = spec.handoffs.get(state.handoff) if state is not None and state.handoff else None
     events: tuple[str, ...] = ()
-    live = ref.closed_at is None and ref.erased_at is None and ref.state == row.state
+    open_handoffs = dict(ref.handoffs or {})
+    parallel = handoff is not None and handoff.parallel
+    at = open_handoffs.get(handoff.name) if parallel and handoff is not None else ref.state
+    live = ref.closed_at is None and ref.erased_at is None and at == row.state
     if row.status == "open" and live:
         events = available_events(
-            spec, ref.state, actor, ref.owner_agency_id, dict(ref.agencies or {})
+            spec,
+            ref.state,
+            actor,
+            ref.owner_agency_id,
+            dict(ref.agencies or {}),
+            open_handoffs=open_handoffs,
         )
         if handoff is not None:
             events = tuple(e for e in events if e.startswith(f"{handoff.name}."))
-            if handoff_grant_withdrawn(conn, services, spec, ref, now) is not None:
+            region = handoff.name if parallel else None
+            if handoff_grant_withdrawn(conn, services, spec, ref, now, region=region) is not None:
                 # Consent was withdrawn mid-handoff: it can only be declined (or revoked).
                 events = tuple(e for e in events if e.endswith((".decline", ".revoke")))
     return TaskView(

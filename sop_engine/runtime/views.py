@@ -18,7 +18,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE
 from sop_engine.runtime.disclosed import as_disclosed, disclosed_fields, is_identifying, takes_part
-from sop_engine.runtime.referrals import ReferralView, referral_view
+from sop_engine.runtime.referrals import ReferralView, handoffs_seen_by, referral_view
 from sop_engine.runtime.services import Services
 
 __all__ = ["read_as_agency"]
@@ -48,4 +48,5 @@ def read_as_agency(services: Services, case_code: str, actor: Actor) -> Referral
     facts.update((f, v) for f, v in view.facts.items() if own(f))
     sealed = {f for f in view.sealed_fields if own(f)}
     sealed |= {f for f in disclosed if is_identifying(spec, f) and f in view.sealed_fields}
-    return replace(view, facts=facts, sealed_fields=tuple(sorted(sealed)))
+    handoffs = handoffs_seen_by(spec, view.handoffs, view.agencies, owner, agency)
+    return replace(view, facts=facts, sealed_fields=tuple(sorted(sealed)), handoffs=handoffs)

@@ -90,7 +90,7 @@ def test_handoff_is_written_once_and_expands_to_four_stages(library: SopLibrary)
 
 def test_the_same_handoff_is_reused_by_the_corridor(library: SopLibrary) -> None:
     corridor = library.get("example.corridor").spec
-    assert set(corridor.handoffs) == {"health_referral", "return_referral"}
+    assert set(corridor.handoffs) == {"health_referral", "counselling_referral", "return_referral"}
     assert corridor.states["return_referral.sent"].deadlines["acknowledge"].after == timedelta(
         days=1
     )

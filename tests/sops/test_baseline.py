@@ -65,7 +65,10 @@ def _to_health_referral(runtime: Runtime, clock: ManualClock) -> str:
     sent = runtime.fire(
         code, "refer_for_health_care", CASEWORKER, {"recipient_agency_id": "KH-CLINIC-1"}
     )
-    assert sent.state == "health_referral.sent"
+    assert (sent.state, dict(sent.handoffs)) == (
+        "assessment",
+        {"health_referral": "health_referral.sent"},
+    )
     return code
 
 
@@ -133,4 +136,8 @@ def test_main_escalation_reaches_both_the_clinic_and_the_case_agency(
         ("deadline_escalated", "supervisor", "KH-NGO-1"),
         ("deadline_escalated", "coordinator", None),
     }
-    assert runtime.read_referral(code).state == "health_referral.sent"  # nothing moved it
+    view = runtime.read_referral(code)
+    assert (view.state, dict(view.handoffs)) == (  # nothing moved it
+        "assessment",
+        {"health_referral": "health_referral.sent"},
+    )

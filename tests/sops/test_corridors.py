@@ -432,15 +432,20 @@ def test_open_clinical_windows_send_health_care_to_a_local_provider_first(
 
     _grant(runtime, code, "health_referral", cw)
     local = runtime.fire(code, "refer_for_health_care", cw, {"recipient_agency_id": c.hospital})
-    assert (local.state, local.disclosed_to) == ("health_referral.sent", c.hospital)
+    # The local referral runs beside the return, which stays in its documentation.
+    assert (local.state, dict(local.handoffs), local.disclosed_to) == (
+        "return_documentation",
+        {"health_referral": "health_referral.sent"},
+        c.hospital,
+    )
     hospital = Actor("u-oscc", "agency_focal_point", c.hospital, ("health",))
     for step in HANDOFF:
         runtime.fire(code, f"health_referral.{step}", hospital, answer_payload(step))
     care = {"health_care_given": True, "health_care_at": runtime.clock.now().isoformat()}
-    runtime.fire(code, "record_health_care", cw, {"facts": care})
+    cared = runtime.fire(code, "record_health_care", cw, {"facts": care})
+    assert (cared.state, dict(cared.handoffs)) == ("return_documentation", {})
 
     # Once care was given, the cross-border request may go, still within the 120 hours.
-    runtime.fire(code, "prepare_return", cw, {"facts": {"wishes_to_return": True}})
     sent = runtime.fire(code, "request_family_tracing", cw, {"recipient_agency_id": c.focal_agency})
     assert sent.state == "family_tracing.sent"
     assert [d[:2] for d in _disclosures(runtime, code)] == [

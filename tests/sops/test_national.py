@@ -10,8 +10,7 @@ Every name, agency and fact here is synthetic.
 from __future__ import annotations
 
 import itertools
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from sqlalchemy import Engine, select
 from sop_engine.clock import ManualClock
 from sop_engine.crypto import MasterKey, MasterKeyring
 from sop_engine.errors import GuardFailed, InvalidInput, TransitionNotAllowed
-from sop_engine.language.compiler import SopLibrary
+from sop_engine.language.compiler import SopLibrary, compile_documents
+from sop_engine.language.source import parse_source
 from sop_engine.language.spec import DeadlineSpec, SopSpec
 from sop_engine.persistence import tables
 from sop_engine.runtime.actors import Actor
@@ -391,17 +391,22 @@ def test_main_path_from_intake_to_closure(
     assert result.state == "action_plan"
 
     sent = _refer_for_health_care(runtime, national, people, code)
-    assert sent.state == "health_referral.sent"
+    # The health referral runs beside the case, which stays in its action plan.
+    assert (sent.state, dict(sent.handoffs)) == (
+        "action_plan",
+        {"health_referral": "health_referral.sent"},
+    )
     assert sent.disclosed_to == national.hospital
     assert sent.consent_grant_id is not None
     assert ("referral_received", "agency_focal_point", national.hospital) in _notices(runtime, code)
     focal = people.health_focal_point
-    assert runtime.fire(code, "health_referral.acknowledge", focal).state == (
-        "health_referral.acknowledged"
-    )
-    assert runtime.fire(code, "health_referral.accept", focal).state == "health_referral.accepted"
+    acknowledged = runtime.fire(code, "health_referral.acknowledge", focal)
+    assert acknowledged.handoffs == {"health_referral": "health_referral.acknowledged"}
+    accepted = runtime.fire(code, "health_referral.accept", focal)
+    assert accepted.handoffs == {"health_referral": "health_referral.accepted"}
     clock.advance(2 * H)
-    assert runtime.fire(code, "health_referral.deliver", focal, DELIVERED).state == "action_plan"
+    delivered = runtime.fire(code, "health_referral.deliver", focal, DELIVERED)
+    assert (delivered.state, dict(delivered.handoffs)) == ("action_plan", {})
 
     care_at = clock.now()
     result = runtime.fire(
@@ -437,7 +442,7 @@ def test_main_path_from_intake_to_closure(
         "health_referral.sent",
         "health_referral.acknowledged",
         "health_referral.accepted",
-        "action_plan",
+        "health_referral.delivered",
         "action_plan",
         "follow_up",
         "closed",
@@ -454,7 +459,7 @@ def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies
 ) -> None:
     code = _in_assessment(runtime, national, people, incident_at=START - 6 * H)
     sent = _refer_for_health_care(runtime, national, people, code)
-    assert sent.state == "health_referral.sent"
+    assert sent.handoffs == {"health_referral": "health_referral.sent"}
     sent_at = clock.now()
     before = len(_notices(runtime, code))
     due = sent_at + national.health_acknowledge
@@ -484,18 +489,25 @@ def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies
         before += len(new)
         assert sorted(new, key=str) == sorted(notified, key=str)
         view = runtime.read_referral(code)
-        assert view.state == "health_referral.sent"  # nothing moves the case
+        assert view.handoffs == {"health_referral": "health_referral.sent"}  # nothing moved
         assert view.agencies == {"case_agency": national.ngo, "health_provider": national.hospital}
 
     clock.advance(timedelta(days=2))
-    assert runtime.sweep() == []
+    # The referral's ladder is spent. What fires now is the case's own: the referral runs
+    # beside it, so the assessment's clinical and service deadlines kept running.
+    later = runtime.sweep()
+    assert later
     view = runtime.read_referral(code)
+    assert view.state == "assessment"
     with runtime.db.connect() as conn:
         after_send = conn.execute(
             select(T.c.kind, T.c.to_state, T.c.disclosed_to, T.c.details)
             .where(T.c.referral_id == view.id, T.c.seq > sent.timeline_seq)
             .order_by(T.c.seq)
         ).all()
+    own = {d.name for d in national_spec_deadlines(runtime, code)}
+    assert {e.details["deadline"] for e in after_send[3:]} <= own
+    after_send = after_send[:3]
     assert [(e.kind, e.to_state, e.disclosed_to) for e in after_send] == [
         ("escalation", None, None)
     ] * 3
@@ -503,7 +515,14 @@ def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies
     assert runtime.verify_timeline(code)[0].ok
     # The hospital can still answer: escalation told people and decided nothing.
     late = runtime.fire(code, "health_referral.acknowledge", people.health_focal_point)
-    assert late.state == "health_referral.acknowledged"
+    assert late.handoffs == {"health_referral": "health_referral.acknowledged"}
+
+
+def national_spec_deadlines(runtime: Runtime, code: str) -> list[DeadlineSpec]:
+    """The deadlines of the state the case is in."""
+    view = runtime.read_referral(code)
+    spec = runtime.services.sop(view.sop_key, view.sop_version).spec
+    return list(spec.states[view.state].deadlines.values())
 
 
 # -- (c) the clinical clock ---------------------------------------------------------------
@@ -539,7 +558,8 @@ def test_clinical_clocks_run_from_the_incident_and_health_comes_before_justice(
     )
     with pytest.raises(TransitionNotAllowed):
         runtime.fire(code, "refer_for_legal_aid", people.caseworker, {"recipient_agency_id": "X"})
-    assert _refer_for_health_care(runtime, national, people, code).state == "health_referral.sent"
+    referred = _refer_for_health_care(runtime, national, people, code)
+    assert referred.handoffs == {"health_referral": "health_referral.sent"}
 
 
 # -- (d) risk-driven assignment -----------------------------------------------------------
@@ -599,23 +619,6 @@ def test_a_child_of_13_cannot_consent_alone_but_her_caregiver_with_written_assen
 # -- every Mekong SOP: no health step waits on a police step ------------------------------
 
 
-def _reaches_health_avoiding_justice(spec: SopSpec) -> bool:
-    """Breadth-first from the initial state over the compiled transitions, never entering a
-    stage of the justice referral; True once a stage of the health referral is reached."""
-    start = spec.initial_state
-    seen, queue = {start}, deque([start])
-    while queue:
-        for t in spec.transitions_from(queue.popleft()):
-            handoff = spec.states[t.target].handoff
-            if handoff == "health_referral":
-                return True
-            if handoff == "justice_referral" or t.target in seen:
-                continue
-            seen.add(t.target)
-            queue.append(t.target)
-    return False
-
-
 @pytest.fixture(scope="module")
 def whole_library() -> SopLibrary:
     return shipped_library()
@@ -625,29 +628,39 @@ def whole_library() -> SopLibrary:
     "path", sorted(MEKONG.glob("*.sop.yaml")), ids=lambda p: p.name.removesuffix(".sop.yaml")
 )
 def test_no_health_step_waits_on_a_police_step(path: Path, whole_library: SopLibrary) -> None:
+    """Compiled, so the health-first rule holds (the compiler refuses an SOP breaking it);
+    and the referrals to services run beside the case, health care among them."""
     sops = [s for s in whole_library if Path(s.spec.file).resolve() == path.resolve()]
     assert sops, f"{path.name} did not compile"
     for sop in sops:
         spec = sop.spec
-        assert "health_referral" in spec.handoffs, sop.ref
-        assert _reaches_health_avoiding_justice(spec), (
-            f"{sop.ref}: health_referral is reachable only through justice_referral"
-        )
+        assert {
+            "health_referral",
+            "psychosocial_referral",
+            "shelter_referral",
+            "justice_referral",
+        } <= set(spec.regions), sop.ref
 
 
-def test_the_walk_would_catch_a_health_step_behind_a_police_step(
-    national_library: SopLibrary,
-) -> None:
-    """The check itself: health reachable only through justice is found out."""
-    spec = national_library.get(BASELINE, 1).spec
-    gated = tuple(
-        replace(t, sources=("justice_referral.accepted",))
-        if t.target == "health_referral.sent"
-        else t
-        for t in spec.transitions
+def test_the_compiler_refuses_the_baseline_with_health_behind_a_police_step() -> None:
+    """The rule itself: the baseline with its justice referral occupying the case's state
+    (health care then waits until the police answer) is refused, at the justice referral."""
+    text = (MEKONG / "mekong.baseline.sop.yaml").read_text("utf-8")
+    start = text.index("\n  justice_referral:\n", text.index("\nstates:\n"))
+    parallel = text.index("      parallel: true", start)
+    line_end = text.index("\n", parallel)
+    gated = (
+        text[:parallel]
+        + "      delivered: action_plan\n      declined: action_plan\n      revoked: action_plan"
+        + text[line_end:]
     )
-    assert _reaches_health_avoiding_justice(spec)
-    assert not _reaches_health_avoiding_justice(replace(spec, transitions=gated))
+    compiled, found = compile_documents([parse_source(gated, "mekong.baseline.sop.yaml")])
+    assert not compiled
+    problems = [p for p in found if "health first" in p.message]
+    assert [(p.state, p.line) for p in problems] == [
+        ("justice_referral", text[:start].count("\n") + 2)
+    ]
+    assert "without a justice step" in problems[0].message
 
 
 def test_every_national_sop_is_in_the_library(whole_library: SopLibrary) -> None:
