@@ -280,14 +280,19 @@ def _answering(
     spec = services.sop(ref.sop_key, ref.sop_version).spec
     how = _how(spec)
     pending = _pending(conn, ref.id)
-    if pending is None:
-        raise TransitionNotAllowed(f"no transfer of referral {case_code} is pending")
-    if actor.agency_id != pending.to_agency_id:
-        raise RoleNotAllowed("a transfer is answered by the agency it was sent to, only")
+    if pending is None or actor.agency_id != pending.to_agency_id:
+        if pending is None and actor.agency_id in _asked(conn, ref.id):
+            raise TransitionNotAllowed(f"no transfer of referral {case_code} is pending")
+        raise RoleNotAllowed("a transfer is answered by the agency it is pending with, only")
     if actor.role != how.role:
         raise RoleNotAllowed(f"a transfer is answered by the receiving agency's {how.role}")
     _open_case(ref)
     return ref, spec, how, pending
+
+
+def _asked(conn: Connection, referral_id: str) -> set[str]:
+    """The agencies any transfer of the referral was ever sent to."""
+    return set(conn.scalars(select(_TR.c.to_agency_id).where(_TR.c.referral_id == referral_id)))
 
 
 def accept_transfer(

@@ -363,11 +363,10 @@ def test_an_answer_needs_a_pending_transfer(
     runtime: Runtime, caseworker: Actor, referral_in_action_plan: str
 ) -> None:
     code = referral_in_action_plan
+    # An agency no transfer was ever sent to may not answer (403, as any other agency).
+    refused(runtime, code, RoleNotAllowed, lambda: runtime.accept_transfer(code, actor=RECEIVER))
     refused(
-        runtime, code, TransitionNotAllowed, lambda: runtime.accept_transfer(code, actor=RECEIVER)
-    )
-    refused(
-        runtime, code, TransitionNotAllowed,
+        runtime, code, RoleNotAllowed,
         lambda: runtime.decline_transfer(code, reason="no_capacity", actor=RECEIVER),
     )  # fmt: skip
     refused(
