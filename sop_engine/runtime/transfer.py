@@ -275,7 +275,8 @@ def _answering(
     services: Services, conn: Connection, case_code: str, actor: Actor
 ) -> tuple[Row[Any], SopSpec, TransferSpec, Row[Any]]:
     """The referral, its SOP, its transfer block and its pending transfer, for an answer by
-    the receiving agency's role (checked, in that order, before anything else)."""
+    the receiving agency's role (checked, in that order, before anything else). A decline
+    is allowed whatever became of the case meanwhile; an acceptance only of an open case."""
     ref = load_referral(conn, case_code)
     spec = services.sop(ref.sop_key, ref.sop_version).spec
     how = _how(spec)
@@ -286,7 +287,6 @@ def _answering(
         raise RoleNotAllowed("a transfer is answered by the agency it is pending with, only")
     if actor.role != how.role:
         raise RoleNotAllowed(f"a transfer is answered by the receiving agency's {how.role}")
-    _open_case(ref)
     return ref, spec, how, pending
 
 
@@ -309,6 +309,7 @@ def accept_transfer(
     """
     with services.db.begin() as conn:
         ref, spec, how, pending = _answering(services, conn, case_code, actor)
+        _open_case(ref)
         check_version(ref, expected_version)
         now = services.clock.now()
         to = find_recipient(conn, services.directory, pending.to_agency_id)
@@ -369,15 +370,17 @@ def _slots_disclosed_to(conn: Connection, referral_id: str, agency_id: str) -> s
 def _managing_tasks(
     conn: Connection, referral_id: str, agency_id: str, received: set[str]
 ) -> list[str]:
-    """The open tasks ``agency_id`` holds as the managing side (not as a receiving agency)."""
+    """The open tasks of the SOP's states that ``agency_id`` holds as the managing side: not
+    those it holds as a receiving agency, nor its acknowledgements of a withdrawn consent
+    (which are its own to give, for data disclosed to it)."""
     rows = conn.execute(
-        select(_TK.c.id, _TK.c.agency_slot).where(
+        select(_TK.c.id, _TK.c.state, _TK.c.agency_slot).where(
             _TK.c.referral_id == referral_id,
             _TK.c.agency_id == agency_id,
             _TK.c.status == "open",
         )
     ).all()
-    return [r.id for r in rows if r.agency_slot not in received]
+    return [r.id for r in rows if r.state is not None and r.agency_slot not in received]
 
 
 def decline_transfer(

@@ -560,3 +560,17 @@ def test_accepting_and_cancelling_at_once_leaves_one_answer(
         e.kind for e in entries(runtime, requested, "transfer_cancelled")
     ]
     assert len(kinds) == 1
+
+
+def test_a_case_closed_while_its_transfer_waits_is_not_taken_over(
+    runtime: Runtime, caseworker: Actor, requested: str
+) -> None:
+    runtime.fire(requested, "close", caseworker)
+    refused(
+        runtime, requested, TransitionNotAllowed,
+        lambda: runtime.accept_transfer(requested, actor=RECEIVER),
+    )  # fmt: skip
+    assert runtime.decline_transfer(requested, reason="no_capacity", actor=RECEIVER).reason == (
+        "no_capacity"
+    )
+    assert runtime.read_referral(requested).owner_agency_id == OLD
