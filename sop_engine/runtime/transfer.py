@@ -13,7 +13,8 @@ that allows it says how (``transfer: {to, role, requester_roles, consent, datase
 - :func:`accept_transfer`: the receiving agency's ``role`` only, while the grant still
   stands. The receiving agency becomes the managing agency (``owner_agency_id``); the open
   tasks of the agency that managed the case move to it, and so does every slot it filled as
-  the managing side. Afterwards the former managing agency takes no part in the case, except
+  the managing side (the slots its requester roles work at, and any slot in which nothing
+  was disclosed to it). Afterwards the former managing agency takes no part in the case, except
   through slots in which something was disclosed to it (it then reads only that, as any
   receiving agency does). Facts outside the dataset stay with the agency that wrote them
   (``fact_writers``): the new managing agency reads only what was disclosed to it.
@@ -324,7 +325,7 @@ def accept_transfer(
                 f"{exc} The transfer can only be declined or cancelled now."
             ) from None
         old, new = ref.owner_agency_id, pending.to_agency_id
-        received = _slots_disclosed_to(conn, ref.id, old)
+        received = _slots_disclosed_to(conn, ref.id, old) - _managing_slots(spec, how)
 
         change = Change.open(conn, ref, spec, now)
         change.owner_agency_id = new
@@ -354,6 +355,16 @@ def accept_transfer(
         )
         version = change.write()
         return _view(pending, case_code, version, status="accepted", answered_at=now)
+
+
+def _managing_slots(spec: SopSpec, how: TransferSpec) -> set[str]:
+    """The slots the managing agency fills as such: those its requester roles work at (the
+    case agency). Feedback disclosed there went to the managing agency, not to a receiver."""
+    return {
+        role.agency
+        for name in how.requester_roles
+        if (role := spec.roles.get(name)) is not None and role.agency is not None
+    }
 
 
 def _slots_disclosed_to(conn: Connection, referral_id: str, agency_id: str) -> set[str]:

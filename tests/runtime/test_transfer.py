@@ -31,6 +31,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import TRANSFER_TIMERS
 from sop_engine.runtime.engine import Runtime
 from sop_engine.runtime.transfer import TransferView
+from tests.handoffs import answer_payload
 
 T, TK, TM, OB, D = (
     tables.timeline_entries,
@@ -574,3 +575,33 @@ def test_a_case_closed_while_its_transfer_waits_is_not_taken_over(
         "no_capacity"
     )
     assert runtime.read_referral(requested).owner_agency_id == OLD
+
+
+def test_feedback_to_the_case_agency_moves_with_the_case_and_a_receiver_keeps_its_slot(
+    runtime: Runtime, caseworker: Actor, focal_point: Actor, referral_in_action_plan: str
+) -> None:
+    """Regression: the case agency's slot, filled by the former managing agency and holding
+    feedback disclosed to it, was kept by it after the transfer, so it still took part."""
+    code = referral_in_action_plan
+    runtime.grant_consent(code, scope="cross_border_return", actor=caseworker, given_by="survivor")
+    runtime.fire(code, "refer_for_return", caseworker, {"recipient_agency_id": "LA-SW-1"})
+    for action in ("acknowledge", "accept", "deliver"):
+        runtime.fire(code, f"return_referral.{action}", focal_point, answer_payload(action))
+    runtime.grant_consent(
+        code, scope="feedback_to_case_agency", actor=caseworker, given_by="survivor"
+    )
+    runtime.fire(code, "report_reintegration", focal_point, {"facts": {"follow_up_score": 7}})
+    assert runtime.read_referral(code).agencies["case_agency"] == OLD
+    consent_to(runtime, code, caseworker)
+    runtime.request_transfer(code, to_agency_id=NEW, actor=caseworker)
+    runtime.accept_transfer(code, actor=RECEIVER)
+
+    after = runtime.read_referral(code)
+    assert after.agencies["case_agency"] == NEW
+    assert after.agencies["receiving_focal_point"] == "LA-SW-1"  # the receiver keeps its part
+    assert OLD not in after.agencies.values()
+    with pytest.raises(NotFound):
+        runtime.read_as_agency(code, caseworker)
+    with pytest.raises(NotFound):
+        runtime.read_disclosed(code, caseworker)
+    assert "report_reintegration" in runtime.read_as_agency(code, focal_point).available_events
