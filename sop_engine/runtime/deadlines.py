@@ -10,6 +10,11 @@ on its batch extends it (:func:`renew_claims`) so that a slow batch is not fired
 :func:`fire_escalation` then notifies the level's roles, records it on the timeline and, if
 the level says so, fires an event, all in one transaction that also marks the timer fired;
 it does nothing if the timer was fired already or the referral has left the state.
+
+A pending case transfer's answer deadline runs whatever state the case is in: its timers
+carry the pseudo-state :data:`~sop_engine.runtime.change.TRANSFER_TIMERS`, and each level
+notifies its roles while the transfer is pending (stale once it is answered or cancelled);
+an escalation never answers a transfer.
 """
 
 from __future__ import annotations
