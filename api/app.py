@@ -26,6 +26,7 @@ from api.routes import (
     referrals,
     sops,
     tasks,
+    transfers,
 )
 from api.routes import directory as directory_routes
 from sop_engine.directory import ServiceDirectory
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(notices.router)
     app.include_router(events.router)
     app.include_router(consent.router)
+    app.include_router(transfers.router)
     app.include_router(audit.router)
     app.include_router(directory_routes.router)
     return app

@@ -58,6 +58,13 @@ PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("POST", "/referrals/{case_code}/events/{event}"): _CASE_WORKERS,
     ("PUT", "/referrals/{case_code}/incident-time"): _CONSENT_KEEPERS,
     ("POST", "/referrals/{case_code}/reopen"): _CONSENT_KEEPERS,
+    # Case transfer: the SOP names the roles (requester roles at the managing agency; the
+    # answering role at the agency it is pending with); the routes require the agency.
+    ("POST", "/referrals/{case_code}/transfer"): _CONSENT_KEEPERS,
+    ("POST", "/referrals/{case_code}/transfer/cancel"): _CONSENT_KEEPERS,
+    ("POST", "/referrals/{case_code}/transfer/accept"): _CASE_WORKERS,
+    ("POST", "/referrals/{case_code}/transfer/decline"): _CASE_WORKERS,
+    ("GET", "/referrals/{case_code}/transfers"): _CASE_WORKERS,
     # The agencies' side; the routes also require the task's, or the disclosure's, agency.
     ("GET", "/referrals/{case_code}/disclosed"): _CASE_WORKERS,
     ("GET", "/notices"): _EVERYONE,

@@ -93,6 +93,15 @@ def _values(text: str) -> int:
         return MAX_VALUES + 1
 
 
+def _plain(index: int, states: int) -> int:
+    """The first state from ``index`` on (wrapping round) that is no handoff: a handoff's
+    answer that entered another handoff would be sent by its receiver."""
+    for k in range(index, index + 4):
+        if (k % states) % 4 != 1:
+            return k % states
+    return 0
+
+
 def _graph(n: int, *, prefix: str = "", states: int = MAX_STATES - 10) -> str:
     """Valid: up to ``states`` states with deadlines and handoffs, ``n`` transitions from
     several states each, with guards as long as allowed; every state is entered by one."""
@@ -117,9 +126,9 @@ def _graph(n: int, *, prefix: str = "", states: int = MAX_STATES - 10) -> str:
                 "      decline_reasons: [no_capacity, service_not_offered]",
                 "      escalation:",
                 "        - {after: 0h, notify: [agency_focal_point], template: deadline_reminder}",
-                f"      delivered: {names[(i + 1) % states]}",
-                f"      declined: {names[(i + 2) % states]}",
-                f"      revoked: {names[(i + 3) % states]}",
+                f"      delivered: {names[_plain(i + 1, states)]}",
+                f"      declined: {names[_plain(i + 2, states)]}",
+                f"      revoked: {names[_plain(i + 3, states)]}",
             ]
         else:
             lines += [

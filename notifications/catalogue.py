@@ -47,6 +47,9 @@ transitions. Structured codes from the SOP, never free text."""
 _ESCALATION = frozenset({"case_code", "event", "state", "deadline", "level", "ask", "due_at"})
 _WITHDRAWAL = frozenset({"case_code", "event", "state", "scope", "ask"})
 _DELIVERY_FAILURE = frozenset({"case_code", "event", "state", "ask"})
+_TRANSFER = frozenset({"case_code", "event", "state", "ask", "due_at", "reason"})
+"""A case transfer's steps (``runtime.transfer``): ``reason`` is a decline's code from the
+SOP; the transfer's agencies are never named in the text."""
 
 CONTEXT_KEYS: Mapping[str, frozenset[str]] = {
     "task_assigned": _TRANSITION,
@@ -66,10 +69,14 @@ CONTEXT_KEYS: Mapping[str, frozenset[str]] = {
     # To the coordinators, when another notification kept failing: nothing is due by a set
     # time, and no service or deadline is named.
     "delivery_failed": _DELIVERY_FAILURE,
+    "transfer_requested": _TRANSFER,
+    "transfer_accepted": _TRANSFER,
+    "transfer_declined": _TRANSFER,
+    "transfer_cancelled": _TRANSFER,
 }
 """For each notification, the outbox context keys its sender guarantees (transitions in
 ``runtime.fire``, escalations in ``runtime.deadlines``, withdrawals in ``runtime.ledger``,
-failed deliveries in ``runtime.outbox``).
+failed deliveries in ``runtime.outbox``, transfers in ``runtime.transfer``).
 A template uses only these, with ``due_local`` in place of ``due_at``."""
 
 REVIEW_PENDING = "{# review: pending native-speaker review #}"

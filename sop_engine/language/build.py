@@ -47,6 +47,7 @@ from sop_engine.language.spec import (
     Source,
     StateSpec,
     TaskSpec,
+    TransferSpec,
     TransitionSpec,
     Where,
     frozen_map,
@@ -77,9 +78,22 @@ KEYS: Mapping[str, frozenset[str]] = {
             "states",
             "transitions",
             "reopen",
+            "transfer",
         }
     ),
     "reopen": frozenset({"to", "roles", "reasons"}),
+    "transfer": frozenset(
+        {
+            "to",
+            "role",
+            "requester_roles",
+            "consent",
+            "dataset",
+            "respond_within",
+            "escalation",
+            "decline_reasons",
+        }
+    ),
     "untimed": frozenset({"respond", "deliver"}),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
@@ -514,6 +528,7 @@ def build_spec(doc: SourceDocument) -> SopSpec:
         consent_scopes=frozen_map(scopes),
         handoffs=frozen_map(handoffs),
         reopen=_reopen(top),
+        transfer=_transfer(top),
         file=doc.file,
         where=top.where(),
     )
@@ -527,6 +542,23 @@ def _reopen(top: _Reader) -> ReopenSpec | None:
         to=r("to"),
         roles=r.names("roles") or DEFAULT_SENDER_ROLES,
         reasons=r.names("reasons") or DEFAULT_REOPEN_REASONS,
+        where=r.where(),
+    )
+
+
+def _transfer(top: _Reader) -> TransferSpec | None:
+    if top("transfer") is None:
+        return None
+    r = top.child("transfer", "transfer")
+    return TransferSpec(
+        to=r("to"),
+        role=r("role"),
+        requester_roles=r.names("requester_roles") or DEFAULT_SENDER_ROLES,
+        consent=r("consent"),
+        dataset=r.names("dataset"),
+        respond_within=_duration(r("respond_within")) or timedelta(0),
+        escalation=_escalation(r, "escalation"),
+        decline_reasons=r.names("decline_reasons"),
         where=r.where(),
     )
 

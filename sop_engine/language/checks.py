@@ -40,6 +40,7 @@ from sop_engine.language.spec import (
     DeadlineSpec,
     Disclosure,
     SopSpec,
+    TransferSpec,
     TransitionSpec,
     Where,
 )
@@ -404,6 +405,33 @@ def _ladder_problems(r: Report, spec: SopSpec, state: str, d: DeadlineSpec, user
             )
 
 
+def _transfer_problems(
+    r: Report, spec: SopSpec, tr: TransferSpec, fields: Mapping[str, str | None]
+) -> None:
+    """A transfer's consent covers its recipient and dataset; its ladder only notifies."""
+    ctx = "transfer: "
+    if spec.consent_scopes.get(tr.consent) is not None and tr.to in spec.agencies:
+        as_transition = TransitionSpec(
+            id="transfer", event="transfer", sources=(), target="", roles=(), consent=tr.consent
+        )
+        message = _consent_problem(spec, as_transition, Disclosure(tr.to, tr.dataset), fields)
+        if message is not None:
+            r.add(tr.where.of("consent"), f"{ctx}{message}")
+    for previous, lv in zip(tr.escalation, tr.escalation[1:], strict=False):
+        if lv.after < previous.after:
+            r.add(
+                lv.where.of("after"),
+                f"{ctx}escalation level {lv.level} comes before level {previous.level}",
+            )
+    for lv in tr.escalation:
+        if lv.fire is not None:
+            r.add(
+                lv.where.of("fire"),
+                f"{ctx}escalation fires {lv.fire!r}, but a transfer's answer is the receiving "
+                "agency's: its escalations notify people, they never act or move a case",
+            )
+
+
 def rule_problems(spec: SopSpec) -> list[Problem]:
     """The field's rules: escalation ladders, no automatic moves, consent before disclosure."""
     r = Report(spec)
@@ -419,6 +447,8 @@ def rule_problems(spec: SopSpec) -> list[Problem]:
 
     _health_first(r, spec)
     fields = disclosable_fields(spec)
+    if spec.transfer is not None:
+        _transfer_problems(r, spec, spec.transfer, fields)
     for t in spec.transitions:
         if t.discloses is None:
             continue

@@ -3,7 +3,7 @@
 The bounds keep the cost of checking any document the engine accepts small (well under 2 s
 of CPU for the largest one, measured in ``bench/``), whoever wrote it, so that an upload can
 never occupy the server. They sit far above what a real SOP needs: the largest SOP of the
-shipped library holds under 900 values in 8 levels, 11 states and 17 transitions, and with
+shipped library holds under 1,000 values in 8 levels, 11 states and 17 transitions, and with
 the baseline it extends about 1,600 values.
 
 * Reading (:mod:`~sop_engine.language.source`): :data:`MAX_FILE_BYTES`, :data:`MAX_DEPTH`

@@ -73,7 +73,7 @@ class _References:
             self.ref(n.where.of("to"), "role", n.to, state, ctx)
             self.ref(n.where.of("agency"), "agency", n.agency, state, ctx)
 
-    def ladder(self, levels: Iterable[EscalationLevel], state: str, ctx: str) -> None:
+    def ladder(self, levels: Iterable[EscalationLevel], state: str | None, ctx: str) -> None:
         for lv in levels:
             for role in lv.notify:
                 self.ref(lv.where.of("notify"), "role", role, state, ctx)
@@ -216,6 +216,27 @@ class _References:
                 f"{'a final state' if target.final else 'a handoff'} ({r.to!r})",
             )
 
+    def transfer(self) -> None:
+        spec, tr = self.spec, self.spec.transfer
+        if tr is None:
+            return
+        ctx, at = "transfer: ", tr.where.of
+        self.ref(at("to"), "agency", tr.to, None, ctx)
+        self.ref(at("role"), "role", tr.role, None, ctx)
+        for role in tr.requester_roles:
+            self.ref(at("requester_roles"), "role", role, None, ctx)
+        self.ref(at("consent"), "consent scope", tr.consent, None, ctx)
+        for field in tr.dataset:
+            self.ref(at("dataset"), "dataset field", field, None, ctx)
+        self.ladder(tr.escalation, None, ctx)
+        answering = spec.roles.get(tr.role)
+        if answering is not None and answering.agency not in (None, tr.to):
+            self.report.add(
+                at("role"),
+                f"{ctx}role {tr.role!r} works at {answering.agency!r}, but the case is "
+                f"transferred to {tr.to!r}: the receiving agency's role answers",
+            )
+
     def transitions(self) -> None:
         spec = self.spec
         for t in spec.transitions:
@@ -252,5 +273,6 @@ def reference_problems(spec: SopSpec, templates: Collection[str] | None = None) 
     check.states()
     check.handoffs()
     check.reopen()
+    check.transfer()
     check.transitions()
     return check.report.problems

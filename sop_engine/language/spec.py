@@ -28,6 +28,8 @@ __all__ = [
     "OUTCOMES",
     "OUTCOME_KEYS",
     "REVOKED_TEMPLATE",
+    "TRANSFER_DEADLINE",
+    "TRANSFER_TEMPLATES",
     "AgencySlot",
     "ConsentScope",
     "DataCategory",
@@ -45,6 +47,7 @@ __all__ = [
     "Source",
     "StateSpec",
     "TaskSpec",
+    "TransferSpec",
     "TransitionSpec",
     "Where",
     "frozen_map",
@@ -377,6 +380,56 @@ class ReopenSpec:
     where: Where = _NOWHERE
 
 
+TRANSFER_DEADLINE = "transfer_answer"
+"""The name of a pending transfer's answer deadline (its timers and escalations)."""
+
+TRANSFER_TEMPLATES: Mapping[str, str] = MappingProxyType(
+    {
+        "request": "transfer_requested",
+        "accept": "transfer_accepted",
+        "decline": "transfer_declined",
+        "cancel": "transfer_cancelled",
+    }
+)
+"""What each step of a transfer tells the other side: a request and a cancellation the
+receiving agency's answering role; an acceptance and a refusal the requester's role at the
+agency that asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """How the managing agency may hand the case's responsibility to another agency.
+
+    Holders of ``requester_roles`` at the managing agency request it, naming an agency of the
+    service directory that fits slot ``to``; the ``dataset`` is disclosed to it under a grant
+    of ``consent``. The receiving agency's ``role`` accepts (it becomes the managing agency)
+    or declines with one of ``decline_reasons``, within ``respond_within`` (the ``escalation``
+    ladder notifies people when it passes); the requester may cancel before the answer.
+    """
+
+    to: str
+    role: str
+    requester_roles: tuple[str, ...]
+    consent: str
+    dataset: tuple[str, ...]
+    respond_within: timedelta
+    escalation: tuple[EscalationLevel, ...]
+    decline_reasons: tuple[str, ...]
+    where: Where = _NOWHERE
+
+    @property
+    def deadline(self) -> DeadlineSpec:
+        """The answer's deadline, from the request, as the timers run it."""
+        return DeadlineSpec(
+            TRANSFER_DEADLINE,
+            self.respond_within,
+            "entered",
+            self.escalation,
+            "answer the transfer of the case",
+            self.where,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class SopSpec:
     """One version of one SOP, complete and checked."""
@@ -402,6 +455,8 @@ class SopSpec:
     handoffs: Mapping[str, HandoffSpec] = field(default_factory=frozen_map)
     reopen: ReopenSpec | None = None
     """How a closed case is reopened; None: it cannot be."""
+    transfer: TransferSpec | None = None
+    """How the case is transferred to another managing agency; None: it cannot be."""
     file: str = ""
     where: Where = _NOWHERE
 

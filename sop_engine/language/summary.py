@@ -1,5 +1,5 @@
-"""A one-page summary of a compiled SOP, in Markdown: its steps, deadlines, handoffs,
-disclosures and sources, with its Mermaid diagram. ``sop-engine docs`` writes one per SOP
+"""A one-page summary of a compiled SOP, in Markdown: its steps, deadlines, handoffs, case
+transfer, disclosures and sources, with its Mermaid diagram. ``sop-engine docs`` writes one per SOP
 into ``docs/sops/``; a test keeps them in step with the SOP files."""
 
 from __future__ import annotations
@@ -114,6 +114,25 @@ def _handoffs(spec: SopSpec) -> list[str]:
     return [*lines, ""]
 
 
+def _transfer(spec: SopSpec) -> list[str]:
+    tr = spec.transfer
+    if tr is None:
+        return ["## Case transfer", "", "This SOP does not allow transferring a case.", ""]
+    scope = spec.consent_scopes[tr.consent]
+    return [
+        "## Case transfer (requested, then accepted or declined; cancelled by the requester)",
+        "",
+        f"The managing agency's {', '.join(tr.requester_roles)} may ask an agency fitting "
+        f"`{tr.to}` to take over the case, under consent `{scope.name}` "
+        f"({_cell(scope.purpose)}; {scope.country}); that agency's {tr.role} accepts (it then "
+        f"manages the case) or declines ({', '.join(tr.decline_reasons)}) within "
+        f"{format_duration(tr.respond_within)} ({_ladder(tr.escalation)}).",
+        "",
+        f"Disclosed with the request: {', '.join(tr.dataset)}.",
+        "",
+    ]
+
+
 def _acting(slots: tuple[str, ...]) -> str:
     return ", ".join("managing agency" if a == MANAGING_AGENCY else f"`{a}`" for a in slots)
 
@@ -171,6 +190,7 @@ def summary(spec: SopSpec) -> str:
         *_header(spec),
         *_steps(spec),
         *_handoffs(spec),
+        *_transfer(spec),
         *_who_acts(spec),
         *_disclosures(spec),
         *_sources(spec),

@@ -65,6 +65,7 @@ __all__ = [
     "timeline_entries",
     "timeline_verifications",
     "timers",
+    "transfers",
     "users",
 ]
 
@@ -371,6 +372,30 @@ disclosures = Table(
     Column("timeline_seq", Integer, nullable=False),
     Index("ix_disclosures_referral", "referral_id"),
     **_NEVER_REUSE_IDS,
+)
+
+# A case transfer: the managing agency asks another agency to take over the case. At most one
+# is pending per referral (requests are serialised by the referral's version); accepting it
+# makes ``to_agency_id`` the referral's owner. Agencies by directory id, users by id, the
+# reason a structured code of the SOP: never free text.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("referral_id", String(36), ForeignKey("referrals.id"), nullable=False),
+    # pending, accepted, declined, cancelled.
+    Column("status", String(16), nullable=False),
+    Column("from_agency_id", String(100), nullable=False),
+    Column("to_agency_id", String(100), nullable=False),
+    Column("requested_by", String(100), nullable=False),
+    Column("requested_role", String(64), nullable=False),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    # The consent grant that covered the disclosure of the SOP's transfer dataset.
+    Column("grant_id", String(36), nullable=True),
+    Column("answered_by", String(100), nullable=True),
+    Column("answered_at", UtcDateTime(), nullable=True),
+    Column("reason", String(64), nullable=True),
+    Index("ix_transfers_referral", "referral_id", "status"),
 )
 
 # The first result of a request made with an idempotency key, returned on every retry.

@@ -6,8 +6,8 @@ disclosures); :meth:`Change.write` then claims the referral with a conditional u
 version (a concurrent change makes that update match no row, and the whole transaction is
 refused as a conflict, never a lost update) and inserts everything else.
 
-Only the runtime uses this; it is the single place that writes a referral's state,
-timeline, timers, tasks and outbox.
+Only the runtime uses this; it is the single place that writes a referral's state, owner,
+timeline, timers, tasks, outbox, disclosures and transfers.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sop_engine.timeline.entries import EntryDraft, entry_content, entry_row
 
 __all__ = [
     "SELECT_BY_CASE_CODE",
+    "TRANSFER_TIMERS",
     "Change",
     "anchor_time",
     "check_version",
@@ -43,6 +44,11 @@ _TK = tables.tasks
 _O = tables.outbox
 _D = tables.disclosures
 _C = tables.timeline_checkpoints
+_TR = tables.transfers
+
+TRANSFER_TIMERS = ":transfer"
+"""The ``timers.state`` of a pending transfer's answer deadline: not a state of any SOP (a
+state's name has no colon), since the deadline runs whatever state the case is in."""
 
 # Built once: constructing a statement (and its cache key) costs more than running it on
 # SQLite, and these run on every fire.
@@ -52,6 +58,7 @@ _CLAIM_REFERRAL = (
     .values(
         state=bindparam("p_state"),
         version=bindparam("p_version"),
+        owner_agency_id=bindparam("p_owner"),
         facts=bindparam("p_facts", type_=_R.c.facts.type),
         agencies=bindparam("p_agencies", type_=_R.c.agencies.type),
         handoffs=bindparam("p_handoffs", type_=_R.c.handoffs.type),
@@ -170,6 +177,7 @@ class Change:
     spec: SopSpec
     now: datetime
     state: str = ""
+    owner_agency_id: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
     agencies: dict[str, Any] = field(default_factory=dict)
     handoffs: dict[str, str] = field(default_factory=dict)
@@ -193,6 +201,7 @@ class Change:
             spec=spec,
             now=now,
             state=ref.state,
+            owner_agency_id=ref.owner_agency_id,
             facts=dict(ref.facts or {}),
             agencies=dict(ref.agencies or {}),
             handoffs=dict(ref.handoffs or {}),
@@ -323,7 +332,7 @@ class Change:
                 deadlines_due[d.name] = due
         first_due = min(deadlines_due.values(), default=None)
         for task in spec.tasks.values():
-            agency = self.agencies.get(task.agency or "", self.ref.owner_agency_id)
+            agency = self.agencies.get(task.agency or "", self.owner_agency_id)
             self.add(
                 "tasks",
                 {
@@ -339,6 +348,43 @@ class Change:
                     "due_at": deadlines_due.get(task.name, first_due),
                     "created_at": self.now,
                 },
+            )
+
+    # -- transfers -------------------------------------------------------------------------
+
+    def start_transfer_deadline(self, deadline: DeadlineSpec) -> datetime | None:
+        """Start the timers of a transfer's answer deadline; when it is due."""
+        return self._start_timers(TRANSFER_TIMERS, deadline)
+
+    def stop_transfer_deadline(self) -> None:
+        """Drop the unfired timers of the transfer's answer deadline (it was answered)."""
+        self.statements.append(
+            (_DROP_TIMERS, {"p_referral": self.ref.id, "p_state": TRANSFER_TIMERS})
+        )
+
+    def close_transfer(
+        self, transfer_id: str, status: str, actor_id: str, reason: str | None
+    ) -> None:
+        """Record the answer to (or the cancellation of) the pending transfer ``transfer_id``."""
+        self.statements.append(
+            (
+                update(_TR)
+                .where(_TR.c.id == transfer_id, _TR.c.status == "pending")
+                .values(status=status, answered_by=actor_id, answered_at=self.now, reason=reason),
+                {},
+            )
+        )
+
+    def hand_over_tasks(self, task_ids: Sequence[str], agency_id: str) -> None:
+        """Give the open tasks ``task_ids`` to ``agency_id`` (the new managing agency)."""
+        if task_ids:
+            self.statements.append(
+                (
+                    update(_TK)
+                    .where(_TK.c.id.in_(list(task_ids)), _TK.c.status == "open")
+                    .values(agency_id=agency_id),
+                    {},
+                )
             )
 
     def missing_anchors(self, state: str) -> list[str]:
@@ -438,6 +484,7 @@ class Change:
                 "p_read_version": self.ref.version,
                 "p_state": self.state,
                 "p_version": version,
+                "p_owner": self.owner_agency_id,
                 "p_facts": self.facts,
                 "p_agencies": self.agencies,
                 "p_handoffs": self.handoffs,
@@ -460,7 +507,14 @@ class Change:
             self.conn.execute(statement, params)
         if self.entries:
             self.conn.execute(_T.insert(), self.entries)
-        into = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D, "checkpoints": _C}
+        into = {
+            "timers": _TM,
+            "tasks": _TK,
+            "outbox": _O,
+            "disclosures": _D,
+            "checkpoints": _C,
+            "transfers": _TR,
+        }
         for name, rows in self.rows.items():
             self.conn.execute(into[name].insert(), rows)
         return int(version)

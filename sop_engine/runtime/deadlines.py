@@ -10,6 +10,11 @@ on its batch extends it (:func:`renew_claims`) so that a slow batch is not fired
 :func:`fire_escalation` then notifies the level's roles, records it on the timeline and, if
 the level says so, fires an event, all in one transaction that also marks the timer fired;
 it does nothing if the timer was fired already or the referral has left the state.
+
+A pending case transfer's answer deadline runs whatever state the case is in: its timers
+carry the pseudo-state :data:`~sop_engine.runtime.change.TRANSFER_TIMERS`, and each level
+notifies its roles while the transfer is pending (stale once it is answered or cancelled);
+an escalation never answers a transfer.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Connection, Row, Update, and_, or_, select, update
 
 from sop_engine.errors import ConcurrentChange, SopEngineError
+from sop_engine.language.spec import TRANSFER_DEADLINE
 from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
 from sop_engine.runtime.actors import SYSTEM
-from sop_engine.runtime.change import Change, recipient_agency
+from sop_engine.runtime.change import TRANSFER_TIMERS, Change, recipient_agency
 from sop_engine.runtime.fire import fire_as_system
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
@@ -45,6 +51,7 @@ __all__ = [
 
 _TM = tables.timers
 _R = tables.referrals
+_TR = tables.transfers
 
 DEFAULT_LEASE = timedelta(seconds=60)
 """How long a claim is a sweep's own; :func:`renew_claims` extends it while it works."""
@@ -217,6 +224,10 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             )
             .values(fired_at=now)
         )
+        if timer.state == TRANSFER_TIMERS:
+            return _transfer_escalation(
+                services, conn, claim, ref=ref, timer=timer, mark_fired=mark_fired, now=now
+            )
         if not _timer_live(ref, timer.state):
             conn.execute(mark_fired)
             return EscalationOutcome(
@@ -277,3 +288,67 @@ def _timer_live(ref: Row[Any], timer_state: str) -> bool:
     if ref.erased_at is not None:
         return False
     return timer_state == ref.state or timer_state in (ref.handoffs or {}).values()
+
+
+def _transfer_escalation(
+    services: Services,
+    conn: Connection,
+    claim: TimerClaim,
+    *,
+    ref: Row[Any],
+    timer: Row[Any],
+    mark_fired: Update,
+    now: datetime,
+) -> EscalationOutcome:
+    """A pending transfer's answer is late: notify the level's roles (the answering role at
+    the receiving agency, the others where their slot places them). Stale once the transfer
+    was answered or cancelled. An escalation never answers a transfer."""
+    pending = conn.execute(
+        select(_TR).where(_TR.c.referral_id == ref.id, _TR.c.status == "pending")
+    ).first()
+    spec = services.sop(ref.sop_key, ref.sop_version).spec
+    how = spec.transfer
+    if pending is None or how is None or ref.erased_at is not None:
+        conn.execute(mark_fired)
+        return EscalationOutcome(
+            claim.timer_id, "stale", ref.case_code, note="the transfer was answered"
+        )
+    level = how.escalation[timer.level - 1]
+    change = Change.open(conn, ref, spec, now)
+    for role in level.notify:
+        agency = (
+            pending.to_agency_id
+            if role == how.role
+            else recipient_agency(spec, None, role, change.agencies, ref.owner_agency_id)
+        )
+        change.notify(
+            level.template,
+            role,
+            agency,
+            {
+                "event": "escalation",
+                "state": "transfer",
+                "deadline": TRANSFER_DEADLINE,
+                "level": level.level,
+                "ask": "Accept or decline the transfer of this case",
+                "due_at": timer.deadline_due_at.isoformat(),
+            },
+        )
+    change.record(
+        EntryDraft(
+            kind="escalation",
+            actor=SYSTEM,
+            from_state=ref.state,
+            details={
+                "deadline": TRANSFER_DEADLINE,
+                "transfer_id": pending.id,
+                "level": level.level,
+                "due_at": timer.deadline_due_at.isoformat(),
+                "notified": list(level.notify),
+            },
+        )
+    )
+    change.write()
+    if conn.execute(mark_fired).rowcount != 1:
+        raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
+    return EscalationOutcome(claim.timer_id, "escalated", ref.case_code)

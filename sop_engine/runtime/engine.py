@@ -36,6 +36,7 @@ from sop_engine.runtime import (
     referrals,
     reopen,
     tasks,
+    transfer,
     views,
 )
 from sop_engine.runtime.access_log import AccessRecord
@@ -52,6 +53,7 @@ from sop_engine.runtime.recent import Recent
 from sop_engine.runtime.referrals import ReferralView
 from sop_engine.runtime.services import Services
 from sop_engine.runtime.tasks import TaskView
+from sop_engine.runtime.transfer import TransferView
 from sop_engine.timeline.verifications import due_for_verification, record_verifications
 from sop_engine.timeline.verify import TimelineCheck, verify_referral_timeline, verify_timelines
 
@@ -209,6 +211,50 @@ class Runtime:
             self.services, case_code, reason=reason, actor=actor, expected_version=expected_version
         )
         return self.read_referral(case_code, actor=actor)
+
+    def request_transfer(
+        self,
+        case_code: str,
+        *,
+        to_agency_id: str,
+        actor: Actor,
+        expected_version: int | None = None,
+    ) -> TransferView:
+        """Ask another agency to take over the case (:mod:`sop_engine.runtime.transfer`)."""
+        return transfer.request_transfer(
+            self.services,
+            case_code,
+            to_agency_id=to_agency_id,
+            actor=actor,
+            expected_version=expected_version,
+        )
+
+    def accept_transfer(
+        self, case_code: str, *, actor: Actor, expected_version: int | None = None
+    ) -> TransferView:
+        """The receiving agency takes over the case (:mod:`sop_engine.runtime.transfer`)."""
+        return transfer.accept_transfer(
+            self.services, case_code, actor=actor, expected_version=expected_version
+        )
+
+    def decline_transfer(
+        self, case_code: str, *, reason: str, actor: Actor, expected_version: int | None = None
+    ) -> TransferView:
+        """The receiving agency declines, with a reason (:mod:`sop_engine.runtime.transfer`)."""
+        return transfer.decline_transfer(
+            self.services, case_code, reason=reason, actor=actor, expected_version=expected_version
+        )
+
+    def cancel_transfer(
+        self, case_code: str, *, actor: Actor, expected_version: int | None = None
+    ) -> TransferView:
+        """The requester withdraws a pending transfer (:mod:`sop_engine.runtime.transfer`)."""
+        return transfer.cancel_transfer(
+            self.services, case_code, actor=actor, expected_version=expected_version
+        )
+
+    def list_transfers(self, case_code: str, actor: Actor) -> list[TransferView]:
+        return transfer.list_transfers(self.services, case_code, actor)
 
     def grant_consent(self, case_code: str, **kwargs: Any) -> GrantRecord:
         return ledger.grant_consent(self.services, case_code, **kwargs)

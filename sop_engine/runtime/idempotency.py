@@ -1,5 +1,5 @@
 """Idempotency keys for the operations besides ``fire``: recording, withdrawing and
-acknowledging consent.
+acknowledging consent, and the steps of a case transfer.
 
 ``fire`` keeps its key in its own transaction. The consent ledger's operations each open a
 transaction of their own, so :func:`run_once` brackets one instead: it reserves the key
@@ -13,7 +13,8 @@ The reservation and the operation are two transactions: should the process die b
 operation and storing its result, the reservation is taken over once :data:`LEASE` has
 passed and the operation runs again. For these operations that is benign: a second grant
 records the same consent twice on the timeline, and a second withdrawal or acknowledgement
-is refused (422, 404) rather than repeated.
+is refused (422, 404) rather than repeated, as is a second step of a transfer (a second
+request while the first is pending, an answer to a transfer already answered: 409).
 
 Keys share the ``idempotency_keys`` table with ``fire``; each is stored as the operation's
 name and the SHA-256 of the client's key, so that a key used for an event and for a consent
@@ -42,7 +43,15 @@ __all__ = ["LEASE", "OPERATIONS", "run_once"]
 _I = tables.idempotency_keys
 _R = tables.referrals
 
-OPERATIONS = ("consent.grant", "consent.withdraw", "withdrawal.acknowledge")
+OPERATIONS = (
+    "consent.grant",
+    "consent.withdraw",
+    "withdrawal.acknowledge",
+    "transfer.request",
+    "transfer.accept",
+    "transfer.decline",
+    "transfer.cancel",
+)
 """The operations whose keys this module keeps (``fire`` keeps its own)."""
 
 LEASE = timedelta(minutes=5)

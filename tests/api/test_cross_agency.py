@@ -46,6 +46,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/tasks/{task_id}/decline"): {"reason": "no_capacity"},
     ("POST", "/tasks/{task_id}/deliver"): {"outcome": "successful"},
     ("POST", "/referrals/{case_code}/reopen"): {"reason": "survivor_returned"},
+    ("POST", "/referrals/{case_code}/transfer"): {"to_agency_id": "TH-NGO-Z"},
+    ("POST", "/referrals/{case_code}/transfer/decline"): {"reason": "no_capacity"},
     ("PUT", "/referrals/{case_code}/incident-time"): {
         "incident_at": "2026-03-01T01:00:00Z",
         "reason": "data_entry_error",

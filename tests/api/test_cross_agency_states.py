@@ -150,6 +150,8 @@ def _replay_routes(
             body = {"scope": "cross_border_return", "given_by": "survivor"}
         if template.endswith("/reopen"):
             body = {"reason": "survivor_returned"}
+        if template.endswith("/transfer"):
+            body = {"to_agency_id": person.agency or RECEIVER}
         if template.endswith("/incident-time"):
             body = {"incident_at": "2026-03-01T01:00:00Z", "reason": "data_entry_error"}
         r = client.request(method, path, json=body or None, headers=tokens.auth(person.who))

@@ -36,6 +36,10 @@ NOTIFICATIONS = (
     "case_closed",
     "feedback_received",
     "delivery_failed",
+    "transfer_requested",
+    "transfer_accepted",
+    "transfer_declined",
+    "transfer_cancelled",
 )
 EVERY_FILE = [(name, lang) for name in NOTIFICATIONS for lang in LANGUAGES]
 TRANSLATION_FILES = [(name, lang) for name, lang in EVERY_FILE if lang != FALLBACK_LANGUAGE]
