@@ -25,11 +25,14 @@ from sop_engine.language.source import DataPath, SourceDocument
 from sop_engine.language.spec import (
     DEFAULT_REOPEN_REASONS,
     DEFAULT_UNSUCCESSFUL_REASONS,
+    DEFAULT_WAIVE_REASONS,
+    DEFAULT_WAIVE_ROLES,
     FEEDBACK_TEMPLATES,
     HANDOFF_STAGES,
     MANAGING_AGENCY,
     REVOKED_TEMPLATE,
     AgencySlot,
+    ClockSpec,
     ConsentScope,
     DataCategory,
     DeadlineSpec,
@@ -76,9 +79,24 @@ KEYS: Mapping[str, frozenset[str]] = {
             "states",
             "transitions",
             "reopen",
+            "clocks",
         }
     ),
     "reopen": frozenset({"to", "roles", "reasons"}),
+    "clock": frozenset(
+        {
+            "description",
+            "from",
+            "after",
+            "reminders",
+            "escalation",
+            "stops_when",
+            "blocks_closure",
+            "waive",
+        }
+    ),
+    "reminder": frozenset({"before", "notify", "template"}),
+    "clock_waive": frozenset({"roles", "reasons"}),
     "untimed": frozenset({"respond", "deliver"}),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
@@ -505,6 +523,7 @@ def build_spec(doc: SourceDocument) -> SopSpec:
         consent_scopes=frozen_map(scopes),
         handoffs=frozen_map(handoffs),
         reopen=_reopen(top),
+        clocks=frozen_map(_clocks(top)),
         file=doc.file,
         where=top.where(),
     )
@@ -520,6 +539,43 @@ def _reopen(top: _Reader) -> ReopenSpec | None:
         reasons=r.names("reasons") or DEFAULT_REOPEN_REASONS,
         where=r.where(),
     )
+
+
+def _clocks(top: _Reader) -> dict[str, ClockSpec]:
+    """The case clocks: each one's reminders (as levels ``before`` its due time) and then
+    its escalation, numbered as one ladder."""
+    clocks = {}
+    for name in top("clocks") or {}:
+        c = top.child("clock", "clocks", name)
+        reminders = []
+        for i, _ in enumerate(c("reminders") or ()):
+            rm = c.child("reminder", "reminders", i)
+            reminders.append(
+                EscalationLevel(
+                    level=i + 1,
+                    after=-(_duration(rm("before")) or timedelta(0)),
+                    notify=rm.names("notify"),
+                    template=rm("template", ""),
+                    where=rm.where(),
+                )
+            )
+        escalation = [
+            replace(lv, level=len(reminders) + lv.level) for lv in _escalation(c, "escalation")
+        ]
+        waive = c.child("clock_waive", "waive")
+        clocks[name] = ClockSpec(
+            name=name,
+            after=_duration(c("after")) or timedelta(0),
+            anchor=c("from", ""),
+            stops_when=c("stops_when", ""),
+            ladder=(*reminders, *escalation),
+            blocks_closure=bool(c("blocks_closure", False)),
+            waive_roles=waive.names("roles") or DEFAULT_WAIVE_ROLES,
+            waive_reasons=waive.names("reasons") or DEFAULT_WAIVE_REASONS,
+            description=c("description", ""),
+            where=c.where(),
+        )
+    return clocks
 
 
 def _replace_state(stage: StateSpec, base: StateSpec) -> StateSpec:
