@@ -58,6 +58,7 @@ PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("POST", "/referrals/{case_code}/events/{event}"): _CASE_WORKERS,
     ("PUT", "/referrals/{case_code}/incident-time"): _CONSENT_KEEPERS,
     ("POST", "/referrals/{case_code}/reopen"): _CONSENT_KEEPERS,
+    ("POST", "/referrals/{case_code}/clocks/{clock}/waive"): _CONSENT_KEEPERS,
     # The agencies' side; the routes also require the task's, or the disclosure's, agency.
     ("GET", "/referrals/{case_code}/disclosed"): _CASE_WORKERS,
     ("GET", "/notices"): _EVERYONE,

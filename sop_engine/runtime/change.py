@@ -442,6 +442,7 @@ class Change:
         if self.entries:
             self.conn.execute(_T.insert(), self.entries)
         into = {"timers": _TM, "tasks": _TK, "outbox": _O, "disclosures": _D, "checkpoints": _C}
+        into["clock_stops"] = tables.clock_stops
         for name, rows in self.rows.items():
             self.conn.execute(into[name].insert(), rows)
         return int(version)

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, Row, Update, and_, or_, select, update
 
 from sop_engine.errors import ConcurrentChange, SopEngineError
 from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
 from sop_engine.runtime.actors import SYSTEM
 from sop_engine.runtime.change import Change, recipient_agency
+from sop_engine.runtime.clock_escalation import fire_clock_level, is_clock_timer
 from sop_engine.runtime.fire import fire_as_system
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
@@ -217,6 +218,8 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             )
             .values(fired_at=now)
         )
+        if is_clock_timer(timer):
+            return _fire_clock(services, conn, ref, timer, claim=claim, mark_fired=mark_fired)
         if ref.state != timer.state or ref.erased_at is not None:
             conn.execute(mark_fired)
             return EscalationOutcome(
@@ -269,3 +272,22 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             # Never escalate twice: if the claim is no longer ours, undo everything.
             raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
         return EscalationOutcome(claim.timer_id, "escalated", ref.case_code, fired_event, note)
+
+
+def _fire_clock(
+    services: Services,
+    conn: Connection,
+    ref: Row[Any],
+    timer: Row[Any],
+    *,
+    claim: TimerClaim,
+    mark_fired: Update,
+) -> EscalationOutcome:
+    """A case clock's level: live whatever the state (:mod:`clock_escalation`)."""
+    done = fire_clock_level(services, conn, ref, timer)
+    marked = conn.execute(mark_fired).rowcount
+    if done.outcome == "escalated" and marked != 1 and done.fired_event is None:
+        raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
+    return EscalationOutcome(
+        claim.timer_id, done.outcome, ref.case_code, done.fired_event, done.note
+    )

@@ -25,6 +25,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime import (
     access_log,
     audit,
+    clock_waivers,
     compliance,
     deadlines,
     disclosed,
@@ -207,6 +208,27 @@ class Runtime:
         """Reopen a closed case (:mod:`sop_engine.runtime.reopen`); the referral then."""
         reopen.reopen_case(
             self.services, case_code, reason=reason, actor=actor, expected_version=expected_version
+        )
+        return self.read_referral(case_code, actor=actor)
+
+    def waive_clock(
+        self,
+        case_code: str,
+        clock: str,
+        *,
+        reason: str,
+        actor: Actor,
+        expected_version: int | None = None,
+    ) -> ReferralView:
+        """Waive a case clock with a reason (:mod:`sop_engine.runtime.clock_waivers`); the
+        referral then."""
+        clock_waivers.waive_clock(
+            self.services,
+            case_code,
+            clock,
+            reason=reason,
+            actor=actor,
+            expected_version=expected_version,
         )
         return self.read_referral(case_code, actor=actor)
 

@@ -28,6 +28,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
+from sop_engine.runtime.clocks import open_incident_time_task, update_clocks
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
@@ -260,6 +261,8 @@ def _create(
             )
         )
         change.enter(spec.initial_state)
+        waiting = update_clocks(conn, sop, change, actor, directory=services.directory)
+        open_incident_time_task(change, spec.clocks, waiting)
         change.write(bump=False)
         if key is not None:
             conn.execute(
@@ -273,7 +276,8 @@ def _create(
                 )
             )
     view = read_referral(services, str(row["case_code"]), actor=actor)
-    return replace(view, warnings=warnings)
+    waits = tuple(f"clock {c!r} not started: its timestamp is unknown" for c in waiting)
+    return replace(view, warnings=(*warnings, *waits))
 
 
 def read_referral(
