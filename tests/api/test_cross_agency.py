@@ -46,6 +46,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/tasks/{task_id}/decline"): {"reason": "no_capacity"},
     ("POST", "/tasks/{task_id}/deliver"): {"outcome": "successful"},
     ("POST", "/referrals/{case_code}/reopen"): {"reason": "survivor_returned"},
+    ("POST", "/referrals/{case_code}/clocks/{clock}/waive"): {"reason": "survivor_declined"},
     ("PUT", "/referrals/{case_code}/incident-time"): {
         "incident_at": "2026-03-01T01:00:00Z",
         "reason": "data_entry_error",
@@ -92,6 +93,7 @@ def scene(client: TestClient, users: Users, runtime: Runtime) -> dict[str, str]:
         "version": "1",
         "agency_id": RECEIVER,
         "notice_id": notices[0]["id"],
+        "clock": "medical_follow_up",
     }
 
 
