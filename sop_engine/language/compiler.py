@@ -9,6 +9,7 @@ Stages, each a pure function with its own tests::
     limits.size_problems     merged data -> problems              (values, states, transitions)
     build.build_spec         merged data -> SopSpec               (handoffs expanded)
     checks.*                 SopSpec -> problems                  (references, graph, rules)
+    clocks.*                 SopSpec -> problems, conditions      (case clocks, stops_when)
     machine.build_machine    SopSpec -> transitions.Machine       (one per SOP version)
 
 Every problem of every file is collected before anything is refused, so a coordinator sees
