@@ -5,9 +5,11 @@ erased or closed, when its clock has left the SOP version (never, for a pinned v
 when its ``stops_when`` holds by now (a condition over ``now`` or ``hours_since_incident``
 can become true without any change; the clock then stops here, for good). Otherwise the
 level's roles are told (where the current state has a task for a role, that task's agency
-hears it, as for a state's deadline), the timeline records an ``escalation`` entry naming the
-clock, and the level's event, if any, is fired as the system from whatever state the case is
-in (refused quietly, with a note, where it cannot fire from there).
+hears it, as for a state's deadline), and the timeline records an ``escalation`` entry
+naming the clock and the state the case was in (in ``details``, not ``from_state``: the
+escalation is the case's, and deadline compliance by agency counts only the states' own).
+The level's event, if any, is fired as the system from whatever state the case is in
+(refused quietly, with a note, where it cannot fire from there).
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ def fire_clock_level(
         return ClockLevelOutcome("stale", note="the clock has stopped")
     level = clock.ladder[timer.level - 1]
     state = spec.states.get(ref.state)
+    shown_state = (state.handoff or state.name) if state is not None else ref.state
     due_at = timer.deadline_due_at.isoformat()
     details: dict[str, Any] = {
         "clock": clock.name,
+        "state": ref.state,
         "level": level.level,
         "due_at": due_at,
         "reminder": level.after.total_seconds() < 0,
@@ -76,7 +80,7 @@ def fire_clock_level(
             recipient_agency(spec, state, role, change.agencies, ref.owner_agency_id),
             {
                 "event": "escalation",
-                "state": (state.handoff or state.name) if state is not None else ref.state,
+                "state": shown_state,
                 "deadline": clock.name,
                 "level": level.level,
                 "ask": clock.description,
@@ -93,8 +97,8 @@ def fire_clock_level(
             note = f"could not fire {level.fire!r}: {exc}"
             details["fire_refused"] = note
     if fired_event is None:
-        change.record(
-            EntryDraft(kind="escalation", actor=SYSTEM, from_state=ref.state, details=details)
-        )
+        # No from_state: a clock's escalation is the case's, not the work of the agencies
+        # whose tasks the current state holds (deadline compliance by agency counts those).
+        change.record(EntryDraft(kind="escalation", actor=SYSTEM, details=details))
     change.write()
     return ClockLevelOutcome("escalated", fired_event, note)

@@ -125,7 +125,8 @@ def test_a_survivor_arriving_70_hours_after_the_incident_is_alerted_at_once_in_i
     assert all(t.created_at < incident + 72 * H for t in told)  # before the window closes
     (first, second) = _entries(runtime, code, "escalation")
     assert (first.details["clock"], first.details["reminder"]) == ("pep", True)
-    assert first.from_state == second.from_state == "intake"
+    assert first.details["state"] == second.details["state"] == "intake"
+    assert first.from_state is None  # the case's, not the intake task's, escalation
 
     clock.set(incident + 72 * H)
     assert _clock_outcomes(runtime) == [("pep", "escalated")]  # the window has closed
@@ -146,13 +147,13 @@ def test_the_clock_follows_the_case_through_every_state_and_handoff(
     clock.set(incident + 48 * H)
     assert _clock_outcomes(runtime) == [("pep", "escalated")]
     (entry,) = [e for e in _entries(runtime, code, "escalation") if "clock" in e.details]
-    assert entry.from_state == "health_referral.acknowledged"
+    assert entry.details["state"] == "health_referral.acknowledged"
     assert entry.details["clock"] == "pep"
     runtime.fire(code, "health_referral.accept", CLINIC)
     clock.set(incident + 54 * H)
     assert _clock_outcomes(runtime) == [("pep", "escalated")]
     assert [
-        e.from_state for e in _entries(runtime, code, "escalation") if "clock" in e.details
+        e.details["state"] for e in _entries(runtime, code, "escalation") if "clock" in e.details
     ] == [
         "health_referral.acknowledged",
         "health_referral.accepted",
