@@ -334,3 +334,14 @@ def test_only_the_managing_agency_waives_a_clock_in_the_clocks_roles(
         runtime.waive_clock(code, "medical_2_weeks", reason="survivor_declined", actor=CASEWORKER)
     with pytest.raises(TransitionNotAllowed, match="already stopped"):
         runtime.waive_clock(code, "pep", reason="survivor_declined", actor=CASEWORKER)
+
+
+def test_an_erased_case_tells_nobody_of_its_clocks(runtime: Runtime, clock: ManualClock) -> None:
+    code = _new(runtime, clock.now() - 70 * H)
+    claims = runtime.claim_due_timers(worker="w1")
+    assert {c.deadline for c in claims if c.state == CLOCK_STATE} == {"pep"}
+    runtime.erase(code, SUPERVISOR)
+    assert {runtime.fire_escalation(c).outcome for c in claims} == {"stale"}
+    referral_id = runtime.read_referral(code).id
+    with runtime.db.connect() as conn:
+        assert conn.execute(select(OUT.c.id).where(OUT.c.referral_id == referral_id)).all() == []
