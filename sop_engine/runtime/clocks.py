@@ -212,11 +212,12 @@ def _plan_timers(
 ) -> None:
     """Add the levels that have no timer; replace unfired ones planned from another start.
 
-    A clock whose every level was due before it first started (the survivor came in after
-    its window had closed) starts none: telling people now helps nobody."""
+    Once every level of the clock is due (the survivor came in after its window had closed,
+    the incident turned out to be older, a closed case was reopened months later), no level
+    is added any more, and unfired ones from another start are dropped: telling people now
+    that a window closed long ago helps nobody, and a fired level stays on the timeline."""
     due = start + clock.after
-    if not timers and all(due + lv.after <= change.now for lv in clock.ladder):
-        return
+    window_passed = all(due + lv.after <= change.now for lv in clock.ladder)
     by_level = {t.level: t for t in timers}
     for lv in clock.ladder:
         existing = by_level.get(lv.level)
@@ -226,6 +227,8 @@ def _plan_timers(
             continue
         if existing is not None:
             change.statements.append((_DROP_TIMER, {"p_id": existing.id}))
+        if window_passed:
+            continue
         change.add(
             "timers",
             {

@@ -250,6 +250,15 @@ def test_the_incident_time_recorded_later_starts_the_clocks(
     assert timers[("pep", 3)][1] == later + 72 * H
     assert timers[("emergency_contraception", 1)][1] == later + 96 * H
 
+    # The medical record shows it was a week earlier: both windows had closed long ago, so
+    # nobody is told now; what was told stays on the timeline.
+    runtime.record_incident_time(
+        code, incident_at=clock.now() - 200 * H, reason="medical_record", actor=CASEWORKER
+    )
+    timers = _clock_timers(runtime, code)
+    assert sorted(timers) == [("pep", 1), ("pep", 2)]
+    assert _clock_outcomes(runtime) == []
+
 
 def _with_care(runtime: Runtime, clock: ManualClock) -> tuple[str, datetime]:
     code = _new(runtime, clock.now() - 20 * H)
