@@ -101,7 +101,9 @@ def create_referral(
     idempotency_key: str | None = None,
 ) -> ReferralView:
     """Open a referral in the SOP's initial state, in one transaction with its first timeline
-    entry, its case key, and the tasks and timers of the initial state.
+    entry, its case key, the tasks and timers of the initial state, and the timers of the case
+    clocks whose time is known (:mod:`clocks`; a task to establish the incident time when the
+    clocks from it cannot start).
 
     With ``idempotency_key``, the key is stored in that same transaction: a retry by the same
     actor with the same key and the same request gets the referral the first one created (as
