@@ -65,6 +65,7 @@ PERMISSIONS: Mapping[tuple[str, str], frozenset[str]] = {
     ("POST", "/referrals/{case_code}/transfer/accept"): _CASE_WORKERS,
     ("POST", "/referrals/{case_code}/transfer/decline"): _CASE_WORKERS,
     ("GET", "/referrals/{case_code}/transfers"): _CASE_WORKERS,
+    ("POST", "/referrals/{case_code}/clocks/{clock}/waive"): _CONSENT_KEEPERS,
     # The agencies' side; the routes also require the task's, or the disclosure's, agency.
     ("GET", "/referrals/{case_code}/disclosed"): _CASE_WORKERS,
     ("GET", "/notices"): _EVERYONE,

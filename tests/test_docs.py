@@ -31,7 +31,7 @@ def test_every_sop_has_a_fresh_summary_and_diagram() -> None:
 
 def test_summary_names_deadlines_datasets_consent_and_sources() -> None:
     page = (DOCS / "mekong.baseline.md").read_text("utf-8")
-    assert "**pep_window** 72h from `incident_at`" in page
+    assert "| **pep** | 72h from `incident_at` |" in page  # a case clock, in every state
     assert (
         "| `health_referral` (clinical care) | managing agency | `health_provider` "
         "| `health_referral` |" in page

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Request, Response, status
+from fastapi import APIRouter, Body, Header, Path, Request, Response, status
 
 from api.deps import Authorized, RuntimeDep, actor_of, managed_directory
 from api.openapi import error_responses
 from api.schemas.referrals import (
+    ClockWaiverRequest,
     FireRequest,
     FireResultPublic,
     IncidentTimeRequest,
@@ -157,6 +158,30 @@ def reopen_case(
         runtime, user, case_code, response, if_match,
         lambda actor, version: runtime.reopen_case(
             case_code, reason=body.reason, actor=actor, expected_version=version
+        ),
+    )  # fmt: skip
+
+
+@router.post("/{case_code}/clocks/{clock}/waive")
+def waive_clock(
+    *,
+    runtime: RuntimeDep,
+    user: Authorized,
+    case_code: str,
+    clock: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")],
+    body: ClockWaiverRequest,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> ReferralPublic:
+    """Waive a case clock (a medical follow-up the survivor declined, say) for one of its
+    reasons: its reminders stop, and a clock that blocks closure no longer keeps the case
+    open. The managing agency's roles the clock names (caseworker and supervisor by default;
+    404 for an agency not on the referral or a clock its SOP lacks, 403 for one on it that
+    does not manage it, 409 when the clock already ended or the case is closed)."""
+    return _managed_change(
+        runtime, user, case_code, response, if_match,
+        lambda actor, version: runtime.waive_clock(
+            case_code, clock, reason=body.reason, actor=actor, expected_version=version
         ),
     )  # fmt: skip
 

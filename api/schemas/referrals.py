@@ -129,6 +129,18 @@ class ReopenRequest(_Request):
     reason: str = Field(min_length=1, max_length=40)
 
 
+class ClockWaiverRequest(_Request):
+    """Why the case clock is waived: one of the clock's ``waive.reasons`` (by default
+    ``survivor_declined``, ``care_given_elsewhere``, ``survivor_unreachable``,
+    ``survivor_moved_away``, ``not_clinically_indicated``, ``other``)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "survivor_declined"}]}
+    )
+
+    reason: str = Field(min_length=1, max_length=40)
+
+
 class ReferralPublic(BaseModel):
     """A referral without its identifying facts (only their names, in ``sealed_fields``).
 

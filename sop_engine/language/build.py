@@ -25,12 +25,15 @@ from sop_engine.language.source import DataPath, SourceDocument
 from sop_engine.language.spec import (
     DEFAULT_REOPEN_REASONS,
     DEFAULT_UNSUCCESSFUL_REASONS,
+    DEFAULT_WAIVE_REASONS,
+    DEFAULT_WAIVE_ROLES,
     FEEDBACK_TEMPLATES,
     HANDOFF_STAGES,
     MANAGING_AGENCY,
     OUTCOME_KEYS,
     REVOKED_TEMPLATE,
     AgencySlot,
+    ClockSpec,
     ConsentScope,
     DataCategory,
     DeadlineSpec,
@@ -79,6 +82,7 @@ KEYS: Mapping[str, frozenset[str]] = {
             "transitions",
             "reopen",
             "transfer",
+            "clocks",
         }
     ),
     "reopen": frozenset({"to", "roles", "reasons"}),
@@ -94,6 +98,20 @@ KEYS: Mapping[str, frozenset[str]] = {
             "decline_reasons",
         }
     ),
+    "clock": frozenset(
+        {
+            "description",
+            "from",
+            "after",
+            "reminders",
+            "escalation",
+            "stops_when",
+            "blocks_closure",
+            "waive",
+        }
+    ),
+    "reminder": frozenset({"before", "notify", "template"}),
+    "clock_waive": frozenset({"roles", "reasons"}),
     "untimed": frozenset({"respond", "deliver"}),
     "source": frozenset({"title", "url", "note"}),
     "jurisdiction": frozenset({"countries", "origin", "destination", "context"}),
@@ -529,6 +547,7 @@ def build_spec(doc: SourceDocument) -> SopSpec:
         handoffs=frozen_map(handoffs),
         reopen=_reopen(top),
         transfer=_transfer(top),
+        clocks=frozen_map(_clocks(top)),
         file=doc.file,
         where=top.where(),
     )
@@ -561,6 +580,43 @@ def _transfer(top: _Reader) -> TransferSpec | None:
         decline_reasons=r.names("decline_reasons"),
         where=r.where(),
     )
+
+
+def _clocks(top: _Reader) -> dict[str, ClockSpec]:
+    """The case clocks: each one's reminders (as levels ``before`` its due time) and then
+    its escalation, numbered as one ladder."""
+    clocks = {}
+    for name in top("clocks") or {}:
+        c = top.child("clock", "clocks", name)
+        reminders = []
+        for i, _ in enumerate(c("reminders") or ()):
+            rm = c.child("reminder", "reminders", i)
+            reminders.append(
+                EscalationLevel(
+                    level=i + 1,
+                    after=-(_duration(rm("before")) or timedelta(0)),
+                    notify=rm.names("notify"),
+                    template=rm("template", ""),
+                    where=rm.where(),
+                )
+            )
+        escalation = [
+            replace(lv, level=len(reminders) + lv.level) for lv in _escalation(c, "escalation")
+        ]
+        waive = c.child("clock_waive", "waive")
+        clocks[name] = ClockSpec(
+            name=name,
+            after=_duration(c("after")) or timedelta(0),
+            anchor=c("from", ""),
+            stops_when=c("stops_when", ""),
+            ladder=(*reminders, *escalation),
+            blocks_closure=bool(c("blocks_closure", False)),
+            waive_roles=waive.names("roles") or DEFAULT_WAIVE_ROLES,
+            waive_reasons=waive.names("reasons") or DEFAULT_WAIVE_REASONS,
+            description=c("description", ""),
+            where=c.where(),
+        )
+    return clocks
 
 
 def _replace_state(stage: StateSpec, base: StateSpec) -> StateSpec:

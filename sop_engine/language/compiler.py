@@ -9,6 +9,7 @@ Stages, each a pure function with its own tests::
     limits.size_problems     merged data -> problems              (values, states, transitions)
     build.build_spec         merged data -> SopSpec               (handoffs expanded)
     checks.*                 SopSpec -> problems                  (references, graph, rules)
+    clocks.*                 SopSpec -> problems, conditions      (case clocks, stops_when)
     machine.build_machine    SopSpec -> transitions.Machine       (one per SOP version)
 
 Every problem of every file is collected before anything is refused, so a coordinator sees
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sop_engine.errors import DefinitionError, NotFound, Problem
-from sop_engine.language import acting, checks, references
+from sop_engine.language import acting, checks, clocks, references
 from sop_engine.language.build import build_spec
 from sop_engine.language.guards import CompiledGuard
 from sop_engine.language.inherit import ref_of, resolve_extends
@@ -117,12 +118,16 @@ def _later_stages(
     """Build the spec and run every check after the schema, heeding what was pruned."""
     spec = build_spec(doc)
     guards, guard_problems = checks.compile_guards(spec)
+    conditions, condition_problems = clocks.compile_conditions(spec)
+    guards.update(conditions)
     found = [
         *checks.header_problems(spec),
         *references.reference_problems(spec, templates),
         *guard_problems,
         *checks.rule_problems(spec),
         *acting.acting_problems(spec),
+        *clocks.clock_problems(spec, templates),
+        *condition_problems,
     ]
     if salvage is None:
         return guards, [*found, *checks.graph_problems(spec)], spec

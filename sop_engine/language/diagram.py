@@ -2,7 +2,8 @@
 
 Handoffs appear as composite states holding their stages; each transition is labelled with
 its event and, where it discloses data, with the consent scope (or ⚠ override) it needs;
-deadlines and their escalation ladders appear as notes on their states. The output is
+deadlines and their escalation ladders appear as notes on their states, and the case clocks
+(which run in every state) as one note left of the initial state. The output is
 deterministic, so that a diagram checked into ``docs/`` can be compared with a fresh one.
 """
 
@@ -13,13 +14,15 @@ from datetime import timedelta
 
 from sop_engine.language.spec import (
     ENDED_STAGES,
+    ClockSpec,
     DeadlineSpec,
+    EscalationLevel,
     SopSpec,
     StateSpec,
     TransitionSpec,
 )
 
-__all__ = ["format_duration", "mermaid"]
+__all__ = ["format_duration", "level_time", "mermaid"]
 
 _UNSAFE = re.compile(r'[":;#{}<>\[\]]')
 _ENTITIES = {
@@ -92,6 +95,36 @@ def _note(state: StateSpec, indent: str) -> list[str]:
     ]
 
 
+def level_time(lv: EscalationLevel) -> str:
+    """When a level comes, from its clock's or deadline's due time: ``24h before``, ``at
+    due``, ``+6h``."""
+    if lv.after < timedelta(0):
+        return f"{format_duration(-lv.after)} before"
+    return f"+{format_duration(lv.after)}" if lv.after else "at due"
+
+
+def _clock_lines(c: ClockSpec) -> list[str]:
+    closing = ", blocks closure" if c.blocks_closure else ""
+    lines = [f"⏲ {c.name} {format_duration(c.after)} from {c.anchor}{closing}"]
+    for lv in c.ladder:
+        fire = f", fires {lv.fire}" if lv.fire else ""
+        lines.append(f"  L{lv.level} {level_time(lv)} → {', '.join(lv.notify)}{fire}")
+    lines.append(f"  stops when {c.stops_when}")
+    return lines
+
+
+def _clock_note(spec: SopSpec, indent: str) -> list[str]:
+    if not spec.clocks:
+        return []
+    body = ["case clocks, in every state"]
+    body += [line for c in spec.clocks.values() for line in _clock_lines(c)]
+    return [
+        f"{indent}note left of {_id(spec.initial_state)}",
+        *(f"{indent}    {_text(line)}" for line in body),
+        f"{indent}end note",
+    ]
+
+
 def mermaid(spec: SopSpec) -> str:
     """The SOP as Mermaid text, ending with a newline."""
     out = ["---", f"title: {_text(spec.title)} ({spec.ref})", "---", "stateDiagram-v2"]
@@ -114,6 +147,7 @@ def mermaid(spec: SopSpec) -> str:
         out.append("    }")
     for state in spec.states.values():
         out.extend(_note(state, "    "))
+    out.extend(_clock_note(spec, "    "))
     out.append(f"    [*] --> {_id(spec.initial_state)}")
     for t in spec.transitions:
         for source in t.sources:

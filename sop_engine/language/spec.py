@@ -17,8 +17,11 @@ __all__ = [
     "BUILTIN_ANCHORS",
     "BUILTIN_FIELDS",
     "CASE_REFERENCE",
+    "CLOCK_ANCHORS",
     "DEFAULT_REOPEN_REASONS",
     "DEFAULT_UNSUCCESSFUL_REASONS",
+    "DEFAULT_WAIVE_REASONS",
+    "DEFAULT_WAIVE_ROLES",
     "ENDED_STAGES",
     "FEEDBACK_TEMPLATES",
     "HANDOFF_ANSWERS",
@@ -31,6 +34,7 @@ __all__ = [
     "TRANSFER_DEADLINE",
     "TRANSFER_TEMPLATES",
     "AgencySlot",
+    "ClockSpec",
     "ConsentScope",
     "DataCategory",
     "DeadlineSpec",
@@ -430,6 +434,54 @@ class TransferSpec:
         )
 
 
+CLOCK_ANCHORS = ("incident_at", "disclosed_at", "created_at")
+"""What a case clock may run from, besides a datetime fact (never a state's entry)."""
+
+DEFAULT_WAIVE_ROLES = ("caseworker", "supervisor")
+"""Who at the managing agency may waive a clock, unless the clock names its own roles."""
+
+DEFAULT_WAIVE_REASONS = (
+    "survivor_declined",
+    "care_given_elsewhere",
+    "survivor_unreachable",
+    "survivor_moved_away",
+    "not_clinically_indicated",
+    "other",
+)
+"""Why a clock may be waived (codes, never free text), unless the clock names its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSpec:
+    """A clinical clock of the case, not of a state: it starts as soon as its anchor is known
+    (at creation, or when a later change records it), runs through every state and handoff,
+    and stops for good once ``stops_when`` holds (or someone waives it, with a reason).
+
+    ``ladder`` holds its reminders first (negative ``after``: that long before the clock is
+    due), then its escalation levels, numbered 1.. in that order. A clock that
+    ``blocks_closure`` keeps the case from entering a final state while it runs.
+    """
+
+    name: str
+    after: timedelta
+    anchor: str
+    stops_when: str
+    ladder: tuple[EscalationLevel, ...] = ()
+    blocks_closure: bool = False
+    waive_roles: tuple[str, ...] = DEFAULT_WAIVE_ROLES
+    waive_reasons: tuple[str, ...] = DEFAULT_WAIVE_REASONS
+    description: str = ""
+    where: Where = _NOWHERE
+
+    @property
+    def reminders(self) -> tuple[EscalationLevel, ...]:
+        return tuple(lv for lv in self.ladder if lv.after < timedelta(0))
+
+    @property
+    def escalation(self) -> tuple[EscalationLevel, ...]:
+        return tuple(lv for lv in self.ladder if lv.after >= timedelta(0))
+
+
 @dataclass(frozen=True, slots=True)
 class SopSpec:
     """One version of one SOP, complete and checked."""
@@ -457,6 +509,8 @@ class SopSpec:
     """How a closed case is reopened; None: it cannot be."""
     transfer: TransferSpec | None = None
     """How the case is transferred to another managing agency; None: it cannot be."""
+    clocks: Mapping[str, ClockSpec] = field(default_factory=frozen_map)
+    """The case's clinical clocks: they run whatever state the case is in."""
     file: str = ""
     where: Where = _NOWHERE
 

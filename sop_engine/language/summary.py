@@ -1,12 +1,13 @@
-"""A one-page summary of a compiled SOP, in Markdown: its steps, deadlines, handoffs, case
-transfer, disclosures and sources, with its Mermaid diagram. ``sop-engine docs`` writes one per SOP
-into ``docs/sops/``; a test keeps them in step with the SOP files."""
+"""A one-page summary of a compiled SOP, in Markdown: its steps, deadlines, case clocks,
+handoffs, case transfer, disclosures and sources, with its Mermaid diagram. ``sop-engine
+docs`` writes one per SOP into ``docs/sops/``; a test keeps them in step with the SOP
+files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sop_engine.language.diagram import format_duration, mermaid
+from sop_engine.language.diagram import format_duration, level_time, mermaid
 from sop_engine.language.spec import MANAGING_AGENCY, DeadlineSpec, EscalationLevel, SopSpec
 
 __all__ = ["summary"]
@@ -77,6 +78,37 @@ def _steps(spec: SopSpec) -> list[str]:
         )
         lines.append(
             f"| `{state.name}`{kind} | {_cell(state.description)} | {tasks} | {deadlines} |"
+        )
+    return [*lines, ""]
+
+
+def _clocks(spec: SopSpec) -> list[str]:
+    if not spec.clocks:
+        return []
+    lines = [
+        "## Case clocks (of the case, in every state and handoff)",
+        "",
+        "Each starts as soon as its time is known and stops for good once its condition holds; "
+        "one that blocks closure keeps the case open until then, or until the managing agency "
+        "waives it with a reason.",
+        "",
+        "| clock | runs | what | reminders and escalation | stops when | closure |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in spec.clocks.values():
+        ladder = "; ".join(
+            f"{level_time(lv)}: {', '.join(lv.notify)}"
+            + (f", fires `{lv.fire}`" if lv.fire else "")
+            for lv in c.ladder
+        )
+        closure = (
+            f"blocks it; waived by {', '.join(c.waive_roles)} ({', '.join(c.waive_reasons)})"
+            if c.blocks_closure
+            else "does not block it"
+        )
+        lines.append(
+            f"| **{c.name}** | {format_duration(c.after)} from `{c.anchor}` "
+            f"| {_cell(c.description)} | {ladder} | `{_cell(c.stops_when)}` | {closure} |"
         )
     return [*lines, ""]
 
@@ -189,6 +221,7 @@ def summary(spec: SopSpec) -> str:
     lines = [
         *_header(spec),
         *_steps(spec),
+        *_clocks(spec),
         *_handoffs(spec),
         *_transfer(spec),
         *_who_acts(spec),

@@ -242,6 +242,21 @@ timers = Table(
     **_NEVER_REUSE_IDS,
 )
 
+# A case clock that has ended for good: its ``stops_when`` held after a change
+# (``stopped``), or someone of the managing agency waived it with a reason (``waived``). A
+# clock without a row here is running, or waits for its timestamp.
+clock_stops = Table(
+    "clock_stops",
+    metadata,
+    Column("referral_id", String(36), ForeignKey("referrals.id"), primary_key=True),
+    Column("clock", String(64), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("by_user_id", String(100), nullable=False),
+    Column("timeline_seq", Integer, nullable=False),
+)
+
 # Work asked of an agency; opened when a state is entered, closed when it is left.
 tasks = Table(
     "tasks",

@@ -515,6 +515,7 @@ class Change:
             "checkpoints": _C,
             "transfers": _TR,
         }
+        into["clock_stops"] = tables.clock_stops
         for name, rows in self.rows.items():
             self.conn.execute(into[name].insert(), rows)
         return int(version)

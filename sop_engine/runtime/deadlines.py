@@ -34,6 +34,7 @@ from sop_engine.persistence import tables
 from sop_engine.persistence.db import is_postgres
 from sop_engine.runtime.actors import SYSTEM
 from sop_engine.runtime.change import TRANSFER_TIMERS, Change, recipient_agency
+from sop_engine.runtime.clock_escalation import fire_clock_level, is_clock_timer
 from sop_engine.runtime.fire import fire_as_system
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
@@ -228,6 +229,8 @@ def fire_escalation(services: Services, claim: TimerClaim) -> EscalationOutcome:
             return _transfer_escalation(
                 services, conn, claim, ref=ref, timer=timer, mark_fired=mark_fired, now=now
             )
+        if is_clock_timer(timer):
+            return _fire_clock(services, conn, ref, timer, claim=claim, mark_fired=mark_fired)
         if not _timer_live(ref, timer.state):
             conn.execute(mark_fired)
             return EscalationOutcome(
@@ -352,3 +355,22 @@ def _transfer_escalation(
     if conn.execute(mark_fired).rowcount != 1:
         raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
     return EscalationOutcome(claim.timer_id, "escalated", ref.case_code)
+
+
+def _fire_clock(
+    services: Services,
+    conn: Connection,
+    ref: Row[Any],
+    timer: Row[Any],
+    *,
+    claim: TimerClaim,
+    mark_fired: Update,
+) -> EscalationOutcome:
+    """A case clock's level: live whatever the state (:mod:`clock_escalation`)."""
+    done = fire_clock_level(services, conn, ref, timer)
+    marked = conn.execute(mark_fired).rowcount
+    if done.outcome == "escalated" and marked != 1 and done.fired_event is None:
+        raise ConcurrentChange(f"timer {timer.id} was claimed by another sweep")
+    return EscalationOutcome(
+        claim.timer_id, done.outcome, ref.case_code, done.fired_event, done.note
+    )

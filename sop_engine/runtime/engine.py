@@ -25,6 +25,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime import (
     access_log,
     audit,
+    clock_waivers,
     compliance,
     deadlines,
     disclosed,
@@ -255,6 +256,27 @@ class Runtime:
 
     def list_transfers(self, case_code: str, actor: Actor) -> list[TransferView]:
         return transfer.list_transfers(self.services, case_code, actor)
+
+    def waive_clock(
+        self,
+        case_code: str,
+        clock: str,
+        *,
+        reason: str,
+        actor: Actor,
+        expected_version: int | None = None,
+    ) -> ReferralView:
+        """Waive a case clock with a reason (:mod:`sop_engine.runtime.clock_waivers`); the
+        referral then."""
+        clock_waivers.waive_clock(
+            self.services,
+            case_code,
+            clock,
+            reason=reason,
+            actor=actor,
+            expected_version=expected_version,
+        )
+        return self.read_referral(case_code, actor=actor)
 
     def grant_consent(self, case_code: str, **kwargs: Any) -> GrantRecord:
         return ledger.grant_consent(self.services, case_code, **kwargs)

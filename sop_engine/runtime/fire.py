@@ -51,6 +51,7 @@ from sop_engine.runtime.choice import (
     choose_transition,
     parse_payload,
 )
+from sop_engine.runtime.clocks import refuse_closure_while_clocks_run, update_clocks
 from sop_engine.runtime.disclosure import (
     categories_of,
     check_override,
@@ -445,10 +446,21 @@ def _apply(
     sop.machine.events[t.event].trigger(holder, allow=lambda tid: tid == t.id, chosen=[])
     if holder.state == before and t.target != before:
         raise TransitionNotAllowed(f"the machine refused {t.event!r} from {before!r}")
+    _check_clocks_before(conn, services, change, sop=sop, t=t)
     seq, digest = _move(
         change, sop.spec, t, request.actor, entry, from_state=before, to_state=holder.state
     )
+    update_clocks(conn, sop, change, request.actor, directory=services.directory)
     return _Applied(seq, digest, entry)
+
+
+def _check_clocks_before(
+    conn: Connection, services: Services, change: Change, *, sop: CompiledSop, t: TransitionSpec
+) -> None:
+    """A case clock that blocks closure keeps ``t`` from entering a final state while it runs
+    (:mod:`sop_engine.runtime.clocks`)."""
+    if t.region is None and sop.spec.clocks and sop.spec.states[t.target].final:
+        refuse_closure_while_clocks_run(conn, sop, change, services.directory)
 
 
 def _ask(target: StateSpec | None, role: str) -> str:

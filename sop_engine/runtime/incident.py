@@ -3,8 +3,9 @@
 The clinical windows (HIV prophylaxis within 72 hours, emergency contraception within 120)
 run from the incident, not from the referral, and a survivor often says when it happened only
 later, or remembers it better. The managing agency records it, with a reason; the timeline
-keeps the time, the one it replaces and the reason. Deadlines of the current state that run
-from the incident start again from the new time (levels already escalated stay escalated;
+keeps the time, the one it replaces and the reason. The case clocks from the incident start
+(or move) with it, in whatever state (:mod:`clocks`), and deadlines of the current state that
+run from the incident start again from the new time (levels already escalated stay escalated;
 levels already due under the new time escalate at the next sweep), and so do the guards that
 read ``hours_since_incident``.
 """
@@ -22,6 +23,7 @@ from sop_engine.errors import (
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import Change, check_version, load_referral
+from sop_engine.runtime.clocks import update_clocks
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -104,4 +106,6 @@ def record_incident_time(
             )
         )
         change.reanchor("incident_at")
+        sop = services.sop(ref.sop_key, ref.sop_version)
+        update_clocks(conn, sop, change, actor, directory=services.directory)
         return change.write()

@@ -29,6 +29,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
+from sop_engine.runtime.clocks import open_incident_time_task, update_clocks
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
@@ -126,7 +127,9 @@ def create_referral(
     idempotency_key: str | None = None,
 ) -> ReferralView:
     """Open a referral in the SOP's initial state, in one transaction with its first timeline
-    entry, its case key, and the tasks and timers of the initial state.
+    entry, its case key, the tasks and timers of the initial state, and the timers of the case
+    clocks whose time is known (:mod:`clocks`; a task to establish the incident time when the
+    clocks from it cannot start).
 
     With ``idempotency_key``, the key is stored in that same transaction: a retry by the same
     actor with the same key and the same request gets the referral the first one created (as
@@ -286,6 +289,8 @@ def _create(
             )
         )
         change.enter(spec.initial_state)
+        waiting = update_clocks(conn, sop, change, actor, directory=services.directory)
+        open_incident_time_task(change, spec.clocks, waiting)
         change.write(bump=False)
         if key is not None:
             conn.execute(
@@ -299,7 +304,8 @@ def _create(
                 )
             )
     view = read_referral(services, str(row["case_code"]), actor=actor)
-    return replace(view, warnings=warnings)
+    waits = tuple(f"clock {c!r} not started: its timestamp is unknown" for c in waiting)
+    return replace(view, warnings=(*warnings, *waits))
 
 
 def read_referral(

@@ -16,6 +16,7 @@ from sop_engine.errors import (
 )
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import Change, check_version, load_referral
+from sop_engine.runtime.clocks import update_clocks
 from sop_engine.runtime.services import Services
 from sop_engine.timeline.entries import EntryDraft
 
@@ -69,4 +70,6 @@ def reopen_case(
         )
         change.closed_at = None
         change.enter(how.to)
+        sop = services.sop(ref.sop_key, ref.sop_version)
+        update_clocks(conn, sop, change, actor, directory=services.directory)
         return change.write()

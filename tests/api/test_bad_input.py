@@ -65,6 +65,7 @@ def _existing(case_code: str) -> dict[str, str]:
         "task_id": "1",
         "notice_id": "1",
         "agency_id": "TH-NGO-A",
+        "clock": "medical_follow_up",
     }
 
 

@@ -48,6 +48,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/referrals/{case_code}/reopen"): {"reason": "survivor_returned"},
     ("POST", "/referrals/{case_code}/transfer"): {"to_agency_id": "TH-NGO-Z"},
     ("POST", "/referrals/{case_code}/transfer/decline"): {"reason": "no_capacity"},
+    ("POST", "/referrals/{case_code}/clocks/{clock}/waive"): {"reason": "survivor_declined"},
     ("PUT", "/referrals/{case_code}/incident-time"): {
         "incident_at": "2026-03-01T01:00:00Z",
         "reason": "data_entry_error",
@@ -94,6 +95,7 @@ def scene(client: TestClient, users: Users, runtime: Runtime) -> dict[str, str]:
         "version": "1",
         "agency_id": RECEIVER,
         "notice_id": notices[0]["id"],
+        "clock": "medical_follow_up",
     }
 
 

@@ -132,6 +132,7 @@ def _ids(client: TestClient, tokens: Users, manager: str, code: str) -> dict[str
         "key": "example.corridor",
         "version": "1",
         "agency_id": RECEIVER,
+        "clock": "medical_follow_up",
     }
 
 
@@ -152,6 +153,8 @@ def _replay_routes(
             body = {"reason": "survivor_returned"}
         if template.endswith("/transfer"):
             body = {"to_agency_id": person.agency or RECEIVER}
+        elif template.endswith("/waive"):
+            body = {"reason": "survivor_declined"}
         if template.endswith("/incident-time"):
             body = {"incident_at": "2026-03-01T01:00:00Z", "reason": "data_entry_error"}
         r = client.request(method, path, json=body or None, headers=tokens.auth(person.who))

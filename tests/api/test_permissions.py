@@ -178,6 +178,7 @@ PARAMETERS = {
     "key": "example.corridor",
     "version": "1",
     "agency_id": "TH-MSDHS",
+    "clock": "medical_follow_up",
 }
 
 

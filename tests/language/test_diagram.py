@@ -40,6 +40,17 @@ def test_deadlines_and_ladders_are_notes(text: str) -> None:
     assert "L2 +72h → supervisor, fires flag_for_review" in text
 
 
+def test_case_clocks_are_one_note_beside_the_start(text: str) -> None:
+    assert (
+        "note left of intake\n        case clocks, in every state\n"
+        "        ⏲ medical_follow_up 2w from health_care_at, blocks closure\n"
+        "          L1 48h before → caseworker\n"
+        "          L2 at due → caseworker\n"
+        "          L3 +72h → supervisor, fires flag_for_review\n"
+        "          stops when has(facts.medical_follow_up_at)\n"
+    ) in text
+
+
 def test_overrides_stand_out(text: str) -> None:
     assert "⚠ override (life_at_risk#59; sign-off supervisor)" in text
 

@@ -106,7 +106,11 @@ def test_main_path(runtime: Runtime, clock: ManualClock) -> None:
     follow_up = runtime.fire(code, "start_follow_up", CASEWORKER)
     assert follow_up.state == "follow_up"
     assert follow_up.warnings == ()  # the medical follow-up clock started from the care
-    clock.advance(timedelta(days=10))
+    clock.advance(timedelta(days=14))
+    seen = {"medical_follow_up_2_weeks_at": clock.now().isoformat()}
+    runtime.fire(code, "record_follow_up", CASEWORKER, {"facts": seen})
+    for later in ("medical_3_months", "medical_6_months"):  # she was seen at another clinic
+        runtime.waive_clock(code, later, reason="care_given_elsewhere", actor=SUPERVISOR)
     closed = runtime.fire(
         code, "close_case", CASEWORKER, {"facts": {"closure_reason": "needs_met"}}
     )

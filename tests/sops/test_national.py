@@ -371,6 +371,24 @@ def test_deadlines_are_the_baselines_and_only_the_top_rung_adds_national_bodies(
         if "coordinator" in base_top:
             assert set(national.lead_roles) <= added, where
         told |= added
+    for name, clock in spec.clocks.items():
+        base_clock = baseline.clocks[name]
+        assert (clock.after, clock.anchor, clock.stops_when) == (
+            base_clock.after,
+            base_clock.anchor,
+            base_clock.stops_when,
+        ), name
+        ladder, base_ladder = clock.ladder, base_clock.ladder
+        assert [(lv.after, lv.template) for lv in ladder] == [
+            (lv.after, lv.template) for lv in base_ladder
+        ], name
+        for lv, base_lv in zip(ladder, base_ladder, strict=True):
+            assert lv.notify[: len(base_lv.notify)] == base_lv.notify, name
+            added = set(lv.notify[len(base_lv.notify) :])
+            assert added <= national_roles, name
+            if "coordinator" in base_lv.notify:
+                assert set(national.lead_roles) <= added, name
+            told |= added
     assert told == national_roles - {"dsw_focal_point"}  # every national role is used but one
 
 
@@ -417,13 +435,23 @@ def test_main_path_from_intake_to_closure(
     )
     assert result.state == "action_plan"
     assert runtime.fire(code, "start_follow_up", people.caseworker).state == "follow_up"
-    medical = _timers(runtime, code, "follow_up")
-    assert medical[("medical_2_weeks", 1)] == care_at + timedelta(weeks=2)
+    medical = _timers(runtime, code, "@clock")  # from the day of care, in every state
+    assert medical[("medical_2_weeks", 1)] == care_at + timedelta(weeks=2) - timedelta(days=2)
+    assert medical[("medical_2_weeks", 2)] == care_at + timedelta(weeks=2)
+    assert medical[("medical_6_months", 2)] == care_at + timedelta(weeks=26)
+    assert not {name for name, _ in medical} & {"pep", "emergency_contraception"}  # care given
 
+    # Ten days after care the medical follow-ups are still ahead: the case cannot close.
     clock.advance(timedelta(days=10))
-    closed = runtime.fire(
-        code, "close_case", people.caseworker, {"facts": {"closure_reason": "needs_met"}}
-    )
+    closing = {"facts": {"closure_reason": "needs_met"}}
+    with pytest.raises(TransitionNotAllowed, match="medical_2_weeks"):
+        runtime.fire(code, "close_case", people.caseworker, closing)
+    clock.advance(timedelta(days=4))
+    seen = {"medical_follow_up_2_weeks_at": clock.now().isoformat()}
+    runtime.fire(code, "record_follow_up", people.caseworker, {"facts": seen})
+    for later in ("medical_3_months", "medical_6_months"):
+        runtime.waive_clock(code, later, reason="survivor_moved_away", actor=people.supervisor)
+    closed = runtime.fire(code, "close_case", people.caseworker, closing)
     assert closed.state == "closed"
     view = runtime.read_referral(code)
     assert view.closed_at is not None
@@ -445,6 +473,7 @@ def test_main_path_from_intake_to_closure(
         "health_referral.delivered",
         "action_plan",
         "follow_up",
+        "follow_up",
         "closed",
     ]
     checks = runtime.verify_timeline(code)
@@ -457,7 +486,9 @@ def test_main_path_from_intake_to_closure(
 def test_an_unacknowledged_health_referral_escalates_to_the_national_lead_bodies(
     runtime: Runtime, clock: ManualClock, national: National, people: People
 ) -> None:
-    code = _in_assessment(runtime, national, people, incident_at=START - 6 * H)
+    # The survivor came in after the clinical windows had closed, so that only the health
+    # referral's own ladder speaks here (the clinical clocks have tests of their own).
+    code = _in_assessment(runtime, national, people, incident_at=START - 200 * H)
     sent = _refer_for_health_care(runtime, national, people, code)
     assert sent.handoffs == {"health_referral": "health_referral.sent"}
     sent_at = clock.now()
@@ -534,11 +565,18 @@ def test_clinical_clocks_run_from_the_incident_and_health_comes_before_justice(
     incident = START - 70 * H
     code = _in_assessment(runtime, national, people, incident_at=incident)
     now = runtime.clock.now()
-    timers = _timers(runtime, code, "assessment")
-    assert timers[("pep_reminder", 1)] == incident + 48 * H
-    assert all(due < now for (name, _), due in timers.items() if name == "pep_reminder")
-    assert timers[("pep_window", 1)] == incident + 72 * H == now + 2 * H
+    timers = _timers(runtime, code, "@clock")  # the case's clocks, in no state
+    assert timers[("pep", 1)] == incident + 48 * H  # 24 h before the window closes
+    assert timers[("pep", 2)] == incident + 54 * H  # the coordinator and the lead bodies
+    assert all(due < now for (name, level), due in timers.items() if name == "pep" and level < 3)
+    assert timers[("pep", 3)] == incident + 72 * H == now + 2 * H
     assert timers[("emergency_contraception", 1)] == incident + 96 * H
+    assert timers[("emergency_contraception", 3)] == incident + 120 * H
+    assert _timers(runtime, code, "assessment").keys() == {
+        ("assessment_done", 1),
+        ("assessment_done", 2),
+        ("assessment_done", 3),
+    }
 
     # Health care can be referred from the assessment; justice only from the action plan.
     available = runtime.read_referral(code, actor=people.caseworker).available_events
