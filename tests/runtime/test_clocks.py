@@ -66,7 +66,7 @@ def _refer_for_health(runtime: Runtime, code: str) -> None:
     sent = runtime.fire(
         code, "refer_for_health_care", CASEWORKER, {"recipient_agency_id": "KH-CLINIC-1"}
     )
-    assert sent.state == "health_referral.sent"
+    assert sent.handoffs == {"health_referral": "health_referral.sent"}  # beside the case
 
 
 def _clock_timers(runtime: Runtime, code: str) -> dict[tuple[str, int], tuple[Any, ...]]:
@@ -147,17 +147,19 @@ def test_the_clock_follows_the_case_through_every_state_and_handoff(
     clock.set(incident + 48 * H)
     assert _clock_outcomes(runtime) == [("pep", "escalated")]
     (entry,) = [e for e in _entries(runtime, code, "escalation") if "clock" in e.details]
-    assert entry.details["state"] == "health_referral.acknowledged"
+    assert entry.details["state"] == "assessment"  # the health referral open beside it
     assert entry.details["clock"] == "pep"
     runtime.fire(code, "health_referral.accept", CLINIC)
+    result = runtime.fire(code, "complete_assessment", CASEWORKER, {"facts": PLAN})
+    assert result.state == "action_plan"
+    assert _clock_timers(runtime, code) == {
+        k: v for k, v in _clock_timers(runtime, code).items() if k in started
+    }
     clock.set(incident + 54 * H)
     assert _clock_outcomes(runtime) == [("pep", "escalated")]
     assert [
         e.details["state"] for e in _entries(runtime, code, "escalation") if "clock" in e.details
-    ] == [
-        "health_referral.acknowledged",
-        "health_referral.accepted",
-    ]
+    ] == ["assessment", "action_plan"]
 
 
 @pytest.mark.parametrize(
