@@ -204,8 +204,8 @@ STARTED = re.compile(
 DELIVERY_WAIT = 120
 """Seconds to wait for each delivery once escalated: every 5 s each flow starts a process
 (about 2 s of CPU, the SOP library compiled in it), and with the whole suite on two cores
-late runs queue behind the runner's 4 slots; 60 s was missed in 3 of 5 full runs (the
-reminder arrived, later). What the test proves is that the scheduler delivers, once."""
+late runs queue behind the runner's 4 slots; 60 s was missed in 3 of 5 full runs. What
+the test proves is that the scheduler delivers, once; not how fast."""
 
 
 @pytest.mark.slow
