@@ -3,7 +3,7 @@ choice among an event's transitions by role, agency and guard."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "available_events",
     "choose_transition",
     "guard_context",
+    "names_context",
     "parse_payload",
 ]
 
@@ -86,24 +87,49 @@ def guard_context(
 ) -> dict[str, Any]:
     """What a guard sees; ``consent.SCOPE`` is whether a live grant of the scope covers the
     agency filling the scope's slot (any live grant of it while the slot is unfilled)."""
-    spec = sop.spec
-    guard = sop.guards[t.id]
+    return names_context(
+        conn,
+        sop.spec,
+        ref,
+        facts=facts,
+        incident_at=ref.incident_at,
+        agencies=ref.agencies or {},
+        scopes=sop.guards[t.id].consent_scopes,
+        now=now,
+        directory=directory,
+    )
+
+
+def names_context(
+    conn: Connection,
+    spec: SopSpec,
+    ref: Row[Any],
+    *,
+    facts: Mapping[str, Any],
+    incident_at: datetime | None,
+    agencies: Mapping[str, Any],
+    scopes: Iterable[str],
+    now: datetime,
+    directory: ServiceDirectory | None,
+) -> dict[str, Any]:
+    """The names a CEL condition (a guard, a clock's ``stops_when``) sees: every declared
+    fact, ``facts``, the timestamps and countries, and ``consent.SCOPE`` for ``scopes``
+    (whether a live grant of it covers the agency filling its slot in ``agencies``)."""
     context: dict[str, Any] = dict.fromkeys(spec.facts)
     context.update((k, v) for k, v in facts.items() if k in spec.facts)
     context["facts"] = {k: v for k, v in facts.items() if v is not None}
-    incident = ref.incident_at
     context.update(
         now=now,
-        incident_at=incident,
+        incident_at=incident_at,
         disclosed_at=ref.disclosed_at,
-        hours_since_incident=(now - incident).total_seconds() / 3600 if incident else -1.0,
+        hours_since_incident=(now - incident_at).total_seconds() / 3600 if incident_at else -1.0,
         origin=ref.origin_country,
         destination=ref.destination_country,
         consent={},
     )
-    for scope_name in guard.consent_scopes:
+    for scope_name in scopes:
         scope = spec.consent_scopes[scope_name]
-        agency_id = ref.agencies.get(scope.recipient) if ref.agencies else None
+        agency_id = agencies.get(scope.recipient)
         to = find_recipient(conn, directory or ServiceDirectory(), agency_id) if agency_id else None
         grant = consent.covering_grant(
             conn, referral_id=ref.id, scope=scope, recipient=to, categories=set(), now=now

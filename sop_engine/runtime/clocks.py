@@ -39,10 +39,9 @@ from sop_engine.language.clocks import condition_key
 from sop_engine.language.compiler import CompiledSop
 from sop_engine.language.spec import CLOCK_ANCHORS, ClockSpec
 from sop_engine.persistence import tables
-from sop_engine.runtime import consent
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import Change, anchor_time
-from sop_engine.runtime.recipients import find_recipient
+from sop_engine.runtime.choice import names_context
 from sop_engine.timeline.entries import EntryDraft
 
 __all__ = [
@@ -133,30 +132,17 @@ def _context(
     directory: ServiceDirectory | None,
 ) -> dict[str, Any]:
     """What ``stops_when`` sees: the names a guard sees, as the change leaves the referral."""
-    spec, ref, now = sop.spec, change.ref, change.now
-    facts = change.facts
-    context: dict[str, Any] = dict.fromkeys(spec.facts)
-    context.update((k, v) for k, v in facts.items() if k in spec.facts)
-    context["facts"] = {k: v for k, v in facts.items() if v is not None}
-    incident = change.incident_at
-    context.update(
-        now=now,
-        incident_at=incident,
-        disclosed_at=ref.disclosed_at,
-        hours_since_incident=(now - incident).total_seconds() / 3600 if incident else -1.0,
-        origin=ref.origin_country,
-        destination=ref.destination_country,
-        consent={},
+    return names_context(
+        conn,
+        sop.spec,
+        change.ref,
+        facts=change.facts,
+        incident_at=change.incident_at,
+        agencies=change.agencies,
+        scopes=scopes,
+        now=change.now,
+        directory=directory,
     )
-    for scope_name in scopes:
-        scope = spec.consent_scopes[scope_name]
-        agency_id = change.agencies.get(scope.recipient)
-        to = find_recipient(conn, directory or ServiceDirectory(), agency_id) if agency_id else None
-        grant = consent.covering_grant(
-            conn, referral_id=ref.id, scope=scope, recipient=to, categories=set(), now=now
-        )
-        context["consent"][scope_name] = grant is not None
-    return context
 
 
 def clock_holds(
