@@ -23,6 +23,7 @@ import pytest
 
 from cli.serve import stop_bound
 from sop_engine.settings import Settings
+from tests.conftest import seed_prefect_home
 from tests.test_serve import (
     PREFECT_SERVER_PID,
     WORKER_PID,
@@ -43,6 +44,23 @@ pytestmark = [
 STOP_BOUND = stop_bound(Settings.model_fields["worker_stop_grace_seconds"].default)
 FLOW_RUN = b"prefect.engine"
 """In a flow run's command line: ``python -m prefect.engine``."""
+
+
+FIRST_START = b"starting a local Prefect server"
+"""The one moment at which a test stops a local Prefect server that is migrating its
+database, on its first start."""
+
+
+@pytest.fixture(autouse=True)
+def _migrated_prefect_database(
+    request: pytest.FixtureRequest, tmp_path: Path, prefect_database: Path
+) -> None:
+    """The local Prefect server of each test's data folder starts on a migrated database
+    (:func:`tests.conftest.prefect_database`), as every start after a machine's first does,
+    except in the test stopping it at :data:`FIRST_START`."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("moment") != FIRST_START:
+        seed_prefect_home(tmp_path / "data" / "prefect", prefect_database)
 
 
 def _wait_for(check: Callable[[], object], timeout: float, what: str, log: Path) -> None:
@@ -117,10 +135,13 @@ QUIET = {
 """No flow run: they cost seconds of CPU each, and a test that does not stop one needs none."""
 
 BUSY = {
-    "SOP_ENGINE_SWEEP_INTERVAL_SECONDS": "1",
-    "SOP_ENGINE_DISPATCH_INTERVAL_SECONDS": "1",
+    "SOP_ENGINE_SWEEP_INTERVAL_SECONDS": "3",
+    "SOP_ENGINE_DISPATCH_INTERVAL_SECONDS": "86400",
+    "PREFECT_RUNNER_POLL_FREQUENCY": "1",
 }
-"""A flow run starting every second, so that one is in flight when the test stops serve."""
+"""A sweep starting every 3 s, the runner looking for it every second: a flow run lives
+about as long, so one is in flight when the test stops serve. (Both flows every second
+kept four runs going at once, a core and a half of CPU for the whole test.)"""
 
 
 def test_sigterm_with_flow_runs_in_flight_stops_the_whole_tree(tmp_path: Path) -> None:
@@ -140,7 +161,7 @@ def test_sigterm_with_flow_runs_in_flight_stops_the_whole_tree(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "moment",
-    [b"worker started", b"starting a local Prefect server", b"serving escalation-sweep"],
+    [b"worker started", FIRST_START, b"serving escalation-sweep"],
 )
 def test_sigterm_at_any_moment_of_start_up_stops_the_whole_tree(
     tmp_path: Path, moment: bytes

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -27,6 +26,8 @@ from sop_engine.language.compiler import SopLibrary
 from sop_engine.persistence import tables
 from sop_engine.persistence.db import default_database_url, make_engine
 from sop_engine.runtime import periodic
+from tests.conftest import seed_prefect_home
+from tests.test_serve import LOOPBACK_HTTP
 from tests.workflows.test_worker import _environment, _referral_already_due, _worker
 from workflows.server import LocalPrefectServer
 
@@ -71,7 +72,7 @@ def _create(url: str, body: dict[str, Any]) -> dict[str, Any]:
     suite, may answer 5xx for its first writes: tried again for up to 30 s."""
     deadline = time.monotonic() + 30
     while True:
-        answer = httpx.post(url, json=body, timeout=10)
+        answer = LOOPBACK_HTTP.post(url, json=body, timeout=10)
         if answer.status_code < 500 or time.monotonic() > deadline:
             answer.raise_for_status()
             made: dict[str, Any] = answer.json()
@@ -84,7 +85,7 @@ def _serving(log: Path, logs: list[Path]) -> None:
 
 
 def _runs(api: str, *states: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = httpx.post(
+    found: list[dict[str, Any]] = LOOPBACK_HTTP.post(
         f"{api}/flow_runs/filter",
         json={"flow_runs": {"state": {"type": {"any_": list(states)}}}},
         timeout=10,
@@ -98,17 +99,17 @@ def _sweeps_running(api: str, sweep: str) -> bool:
 
 
 def _run_state(api: str, run_id: str) -> str:
-    return str(httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"])
+    return str(LOOPBACK_HTTP.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"])
 
 
 @pytest.mark.slow
 def test_escalations_resume_after_a_dead_run_a_killed_worker_and_a_restarted_prefect_server(
-    tmp_path: Path, library: SopLibrary
+    tmp_path: Path, library: SopLibrary, prefect_database: Path
 ) -> None:
     data = tmp_path / "data"
     first, _ = _referral_already_due(data, library)
     engine = make_engine(default_database_url(data))
-    server = LocalPrefectServer(tmp_path / "prefect-server")
+    server = LocalPrefectServer(seed_prefect_home(tmp_path / "prefect-server", prefect_database))
     server.start()
     api = server.api_url
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2, 3)]

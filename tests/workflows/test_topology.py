@@ -37,7 +37,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from tests.agencies import agency_directory
 from tests.conftest import _autocommit
-from tests.test_serve import _serve
+from tests.test_serve import LOOPBACK_HTTP, _serve
 from tests.workflows.test_recovery import _seconds_until
 from tests.workflows.test_worker import (
     SOP_ENGINE,
@@ -90,7 +90,7 @@ def _databases(admin: Engine) -> Iterator[tuple[str, str]]:
 
 def _answers(url: str, **headers: str) -> int:
     try:
-        return httpx.get(url, headers=headers, timeout=5).status_code
+        return LOOPBACK_HTTP.get(url, headers=headers, timeout=5).status_code
     except httpx.HTTPError:
         return 0
 
@@ -110,7 +110,9 @@ def _all_escalated(engine: Engine, referrals: list[str]) -> Callable[[], bool]:
 
 
 def _gauges(api: str) -> dict[str, float]:
-    text = httpx.get(f"{api}/metrics", headers={"Authorization": f"Bearer {SCRAPE}"}, timeout=10)
+    text = LOOPBACK_HTTP.get(
+        f"{api}/metrics", headers={"Authorization": f"Bearer {SCRAPE}"}, timeout=10
+    )
     text.raise_for_status()
     return {
         sample.name: sample.value
@@ -226,7 +228,7 @@ def test_the_production_topology_keeps_escalating_through_kills_and_a_prefect_re
             text=True,
             check=True,
         ).stdout.strip()
-        made = httpx.post(
+        made = LOOPBACK_HTTP.post(
             f"{apis[1]}/referrals",
             json={
                 "sop_key": "example.corridor",

@@ -39,6 +39,7 @@ from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.engine import Runtime
 from sop_engine.settings import Settings
 from tests.agencies import agency_directory
+from tests.test_serve import LOOPBACK_HTTP
 
 SOP_ENGINE = Path(sys.executable).parent / "sop-engine"
 DIRECTORY = Path(__file__).resolve().parents[2] / "sop_definitions" / "directory"
@@ -257,8 +258,8 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
             server_pid, api_url, ui_url = int(found[1]), found[2].decode(), found[3].decode()
             assert api_url == f"{ui_url}/api"
             _wait_for(lambda: b"serving escalation-sweep" in log.read_bytes(), 30, "serving", log)
-            assert httpx.get(f"{api_url}/health", timeout=5).json() is True
-            assert httpx.get(ui_url, timeout=5).status_code == 200
+            assert LOOPBACK_HTTP.get(f"{api_url}/health", timeout=5).json() is True
+            assert LOOPBACK_HTTP.get(ui_url, timeout=5).status_code == 200
             _wait_for(
                 lambda: count(T, T.c.referral_id == referral, T.c.kind == "escalation"),
                 90,
@@ -273,7 +274,7 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
             )
             _wait_for(lambda: mailbox.messages, DELIVERY_WAIT, "the reminder by email", log)
             _wait_for(lambda: receiver.verified, DELIVERY_WAIT, "the reminder by webhook", log)
-            runs = httpx.post(
+            runs = LOOPBACK_HTTP.post(
                 f"{api_url}/flow_runs/filter",
                 json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
                 timeout=10,
@@ -310,7 +311,7 @@ def test_the_prefect_scheduler_runs_the_sweep_that_escalates_a_passed_deadline(
     assert "worker stopped" in output
     assert not _alive(server_pid)
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{api_url}/health", timeout=5)
+        LOOPBACK_HTTP.get(f"{api_url}/health", timeout=5)
     with sqlite3.connect(tmp_path / "data" / "prefect" / "prefect.db") as prefect_db:
         kept = {row[0] for row in prefect_db.execute("SELECT id FROM flow_run")}
     assert {r["id"] for r in runs} <= kept

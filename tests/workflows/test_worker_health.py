@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import seed_prefect_home
 from workflows.health import DEFAULT_TOLERANCE, HealthServer, Watch
 
 from .test_worker import _environment, _wait_for, _worker
@@ -112,7 +113,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_a_real_worker_turns_unhealthy_when_its_prefect_server_dies(tmp_path: Path) -> None:
+def test_a_real_worker_turns_unhealthy_when_its_prefect_server_dies(
+    tmp_path: Path, prefect_database: Path
+) -> None:
+    seed_prefect_home(tmp_path / "data" / "prefect", prefect_database)
     port = _free_port()
     env = _environment(
         tmp_path,
