@@ -26,7 +26,7 @@ levels for the sweep.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -271,6 +271,13 @@ def update_clocks(
             (_CLOSE_INCIDENT_TASK, {"p_referral": change.ref.id, "p_at": change.now})
         )
     return waiting
+
+
+def waiting_warnings(waiting: Iterable[str]) -> tuple[str, ...]:
+    """A warning for each clock of ``waiting`` (:func:`update_clocks`), given with the
+    referral's creation and with every event after it until the time is recorded: the
+    clinical windows may be closing meanwhile, and nobody is alerted."""
+    return tuple(f"clock {c!r} not started: its timestamp is unknown" for c in waiting)
 
 
 def open_incident_time_task(

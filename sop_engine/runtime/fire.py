@@ -51,7 +51,11 @@ from sop_engine.runtime.choice import (
     choose_transition,
     parse_payload,
 )
-from sop_engine.runtime.clocks import refuse_closure_while_clocks_run, update_clocks
+from sop_engine.runtime.clocks import (
+    refuse_closure_while_clocks_run,
+    update_clocks,
+    waiting_warnings,
+)
 from sop_engine.runtime.disclosure import (
     categories_of,
     check_override,
@@ -380,7 +384,7 @@ def fire(  # noqa: PLR0917 (the one entry point keeps the signature of issue #3)
             disclosed_to=result.entry.get("disclosed_to"),
             consent_grant_id=result.entry.get("consent_grant_id"),
             override=bool(result.entry.get("override")),
-            warnings=_warnings(change, ref.state),
+            warnings=(*_warnings(change, ref.state), *waiting_warnings(result.waiting)),
             handoffs=handoffs_seen_by(
                 spec, change.handoffs, change.agencies, ref.owner_agency_id, actor.agency_id
             ),
@@ -420,6 +424,9 @@ class _Applied:
     seq: int
     hash: str
     entry: dict[str, Any]
+    waiting: tuple[str, ...] = ()
+    """The case clocks that still cannot start: the time they run from (the incident's) is
+    unknown, so the windows may be open and nobody is alerted until it is recorded."""
 
 
 def _apply(
@@ -450,8 +457,8 @@ def _apply(
     seq, digest = _move(
         change, sop.spec, t, request.actor, entry, from_state=before, to_state=holder.state
     )
-    update_clocks(conn, sop, change, request.actor, directory=services.directory)
-    return _Applied(seq, digest, entry)
+    waiting = update_clocks(conn, sop, change, request.actor, directory=services.directory)
+    return _Applied(seq, digest, entry, tuple(waiting))
 
 
 def _check_clocks_before(

@@ -29,7 +29,7 @@ from sop_engine.persistence.db import read_transaction
 from sop_engine.runtime.access import may_fire
 from sop_engine.runtime.actors import Actor
 from sop_engine.runtime.change import SELECT_BY_CASE_CODE, Change
-from sop_engine.runtime.clocks import open_incident_time_task, update_clocks
+from sop_engine.runtime.clocks import open_incident_time_task, update_clocks, waiting_warnings
 from sop_engine.runtime.facts import check_facts, split_identifying
 from sop_engine.runtime.fingerprints import RequestFingerprint, fingerprint
 from sop_engine.runtime.services import Services
@@ -304,8 +304,7 @@ def _create(
                 )
             )
     view = read_referral(services, str(row["case_code"]), actor=actor)
-    waits = tuple(f"clock {c!r} not started: its timestamp is unknown" for c in waiting)
-    return replace(view, warnings=(*warnings, *waits))
+    return replace(view, warnings=(*warnings, *waiting_warnings(waiting)))
 
 
 def read_referral(

@@ -231,11 +231,19 @@ def test_the_incident_time_recorded_later_starts_the_clocks(
     assert "pep" in task.ask
 
     runtime.grant_consent(code, scope="case_management", actor=CASEWORKER, given_by="survivor")
-    _to_assessment(runtime, code)
+    waits = {
+        f"clock {c!r} not started: its timestamp is unknown"
+        for c in ("pep", "emergency_contraception")
+    }
+    registered = runtime.fire(code, "register", CASEWORKER, {"facts": SCREENING})
+    assert waits <= set(registered.warnings)  # with every event while the time is unknown
+    assert runtime.fire(code, "assign_caseworker", SUPERVISOR).state == "assessment"
     first = clock.now() - 60 * H
     runtime.record_incident_time(
         code, incident_at=first, reason="first_established", actor=CASEWORKER
     )
+    planned = runtime.fire(code, "complete_assessment", CASEWORKER, {"facts": PLAN})
+    assert not set(planned.warnings) & waits  # and none once it is known
     timers = _clock_timers(runtime, code)
     assert timers[("pep", 3)][1] == first + 72 * H
     assert timers[("emergency_contraception", 3)][1] == first + 120 * H
