@@ -34,6 +34,7 @@ from sop_engine.persistence.db import make_engine
 from sop_engine.persistence.migrate import upgrade
 from sop_engine.persistence.tables import metadata
 from tests.shipped import shipped_library
+from workflows.server import LocalPrefectServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,10 +147,10 @@ def prefect_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def seed_prefect_home(home: Path, database: Path) -> Path:
-    """Put a copy of ``database`` (:func:`prefect_database`) where a Prefect server whose
-    home is ``home`` keeps its own (``LocalPrefectServer`` names it ``prefect.db``)."""
+    """Put a copy of ``database`` (:func:`prefect_database`) where a local Prefect server
+    whose home is ``home`` keeps its own (``LocalPrefectServer.database_path``)."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copyfile(database, home / "prefect.db")
+    shutil.copyfile(database, LocalPrefectServer(home).database_path)
     return home
 
 

@@ -67,7 +67,7 @@ def _wait_for(check: Callable[[], object], timeout: float, what: str, log: Path)
         time.sleep(0.25)
 
 
-LOOPBACK_HTTP = httpx.Client(timeout=2, verify=False)
+LOOPBACK_HTTP = httpx.Client(timeout=2)
 """One client for every poll: a new one builds a TLS context each time, 24 ms of CPU, which
 at ten polls a second was a quarter of a core per waiting test."""
 

@@ -121,6 +121,11 @@ class LocalPrefectServer:
         return f"{self.url}/api"
 
     @property
+    def database_path(self) -> Path:
+        """The server's SQLite database, in its home."""
+        return self.home / "prefect.db"
+
+    @property
     def log_path(self) -> Path:
         return self.home / "server.log"
 
@@ -150,7 +155,7 @@ class LocalPrefectServer:
             {
                 "PREFECT_HOME": str(self.home),
                 "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-                    f"sqlite+aiosqlite:///{(self.home / 'prefect.db').as_posix()}"
+                    f"sqlite+aiosqlite:///{self.database_path.as_posix()}"
                 ),
                 "PREFECT_SERVER_API_HOST": LOOPBACK,
                 "PREFECT_SERVER_API_PORT": str(self.port),
